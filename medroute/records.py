@@ -1,0 +1,125 @@
+"""The records that travel on Kafka topics, and their JSON form.
+
+One envelope per inbound item (``Hl7Record``), one ``RoutingDecision`` per item decided,
+``AuditEvent``s for who/what/when, and ``DeadLetter`` for anything that could not be taken.
+Raw bytes travel base64-encoded so that a record is plain JSON that any consumer can read.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+SCHEMA_VERSION = 1
+
+T = TypeVar("T", bound="_JsonRecord")
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class _JsonRecord:
+    """JSON (de)serialisation shared by the record dataclasses; ``bytes`` fields go as base64."""
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)  # type: ignore[call-overload]
+        for key, value in data.items():
+            if isinstance(value, bytes):
+                data[key] = base64.b64encode(value).decode("ascii")
+        return data
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+    @classmethod
+    def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+        kwargs = {}
+        for f in fields(cls):  # type: ignore[arg-type]
+            if f.name not in data:
+                continue
+            value = data[f.name]
+            if f.type in ("bytes", bytes) and isinstance(value, str):
+                value = base64.b64decode(value)
+            kwargs[f.name] = value
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls: type[T], payload: bytes | str) -> T:
+        return cls.from_dict(json.loads(payload))
+
+
+@dataclass(frozen=True)
+class Hl7Record(_JsonRecord):
+    """An HL7 v2 message as received over MLLP, stored before it is acknowledged."""
+
+    message_id: str
+    raw: bytes  # the exact bytes between 0x0B and 0x1C 0x0D
+    charset: str  # MSH-18 as sent ("" when absent)
+    encoding: str  # the Python codec the listener decoded with
+    received_at: str
+    peer: str
+    sending_application: str
+    sending_facility: str
+    receiving_application: str
+    receiving_facility: str
+    message_type: str  # MSH-9, e.g. "ORU^R01^ORU_R01"
+    control_id: str  # MSH-10
+    version: str  # MSH-12
+    schema: int = SCHEMA_VERSION
+    kind: str = "hl7"
+
+    def text(self) -> str:
+        return self.raw.decode(self.encoding)
+
+
+@dataclass(frozen=True)
+class RoutingDecision(_JsonRecord):
+    """What medroute decided about one item, with everything needed to explain it."""
+
+    message_id: str
+    kind: str  # "hl7" | "dicom"
+    message_type: str
+    model: str | None  # "name@version", None for decisions made from metadata alone
+    label: str | None
+    confidence: float | None
+    rule: str  # name of the routing rule that fired
+    destinations: list[str]
+    decided_at: str = field(default_factory=utc_now)
+    replay_id: str | None = None
+    schema: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True)
+class AuditEvent(_JsonRecord):
+    """Who/what/when for one step, without PHI: identifiers appear only as keyed hashes."""
+
+    action: str  # receive | reject | classify | route | forward | view | override | promote
+    actor: str  # component that acted, e.g. "listener.mllp", "worker"
+    message_id: str | None
+    details: dict[str, Any] = field(default_factory=dict)
+    at: str = field(default_factory=utc_now)
+    event_id: str = field(default_factory=new_id)
+    schema: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True)
+class DeadLetter(_JsonRecord):
+    """An item that could not be taken, kept with its raw bytes and the reason."""
+
+    source: str  # "mllp" | "dicom" | "worker"
+    reason: str  # machine-readable reason code, e.g. "no_msh", "unknown_charset"
+    detail: str  # human-readable explanation (no PHI)
+    raw: bytes
+    peer: str
+    received_at: str = field(default_factory=utc_now)
+    message_id: str = field(default_factory=new_id)
+    schema: int = SCHEMA_VERSION

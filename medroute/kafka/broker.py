@@ -1,0 +1,245 @@
+"""A single-node Apache Kafka broker in KRaft mode, for development, `medroute up` and tests.
+
+The jars come from Maven Central through ``deploy/kafka/pom.xml``; this module writes the
+server properties, formats storage once, starts the JVM in its own session (so it survives the
+shell that started it, and a test can kill it), waits until it serves, and stops it cleanly.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from medroute.config import REPO_ROOT, env_str
+
+KAFKA_DEPLOY_DIR = REPO_ROOT / "deploy" / "kafka"
+
+
+class BrokerError(RuntimeError):
+    pass
+
+
+def jar_dir() -> Path:
+    return Path(env_str("MEDROUTE_KAFKA_LIB", str(KAFKA_DEPLOY_DIR / "lib")))
+
+
+def fetch_jars(quiet: bool = True) -> Path:
+    """Download the pinned Kafka jars with Maven (once); returns the jar directory."""
+    lib = jar_dir()
+    if lib.is_dir() and any(lib.glob("kafka_2.13-*.jar")):
+        return lib
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise BrokerError("Maven (mvn) is needed to fetch Apache Kafka's jars; install it (apt-get install maven)")
+    cmd = [mvn, "-B", "-f", str(KAFKA_DEPLOY_DIR / "pom.xml"), "package"]
+    if quiet:
+        cmd.insert(1, "-q")
+    subprocess.run(cmd, check=True)
+    return lib
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class LocalBroker:
+    """One KRaft broker+controller on 127.0.0.1; all its state lives under ``data_dir``."""
+
+    data_dir: Path
+    port: int = 9092
+    controller_port: int | None = None
+    heap: str = "512m"
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir).resolve()
+        if self.controller_port is None:
+            self.controller_port = self.port + 1
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "broker.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "broker.log"
+
+    @property
+    def properties_file(self) -> Path:
+        return self.data_dir / "server.properties"
+
+    def _write_properties(self) -> None:
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "log.dirs": str(self.data_dir / "logs"),
+            "offsets.topic.replication.factor": "1",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            # Room for a 16 MiB HL7 frame (base64 in a JSON envelope) or a DICOM event.
+            "message.max.bytes": str(32 * 1024 * 1024),
+            "replica.fetch.max.bytes": str(32 * 1024 * 1024),
+        }
+        self.properties_file.write_text("".join(f"{k}={v}\n" for k, v in props.items()), encoding="utf-8")
+
+    def _java(self, main_class: str, *args: str, heap: str = "256m") -> list[str]:
+        java = shutil.which("java")
+        if java is None:
+            raise BrokerError("Java 17+ is needed to run Apache Kafka; install it (apt-get install openjdk-17-jre)")
+        return [
+            java,
+            f"-Xmx{heap}",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={KAFKA_DEPLOY_DIR / 'log4j2.properties'}",
+            "-cp",
+            f"{fetch_jars()}/*",
+            main_class,
+            *args,
+        ]
+
+    def _format_storage(self) -> None:
+        if (self.data_dir / "logs" / "meta.properties").exists():
+            return
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        result = subprocess.run(
+            self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.properties_file)),
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            raise BrokerError(f"formatting Kafka storage failed: {result.stdout}{result.stderr}")
+
+    def pid(self) -> int | None:
+        """The broker's pid if it is running, else None (a stale pid file is removed)."""
+        try:
+            pid = int(self.pid_file.read_text())
+        except (OSError, ValueError):
+            return None
+        try:
+            _reap(pid)
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            self.pid_file.unlink(missing_ok=True)
+            return None
+        return pid
+
+    def is_serving(self) -> bool:
+        return self.pid() is not None and _port_open(self.port)
+
+    def start(self, timeout: float = 90.0) -> None:
+        """Start the broker (formatting storage the first time) and wait until it serves."""
+        if self.pid() is not None:
+            self.wait_until_serving(timeout)
+            return
+        if _port_open(self.port):
+            raise BrokerError(f"port {self.port} is already taken by another process")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._write_properties()
+        self._format_storage()
+        with open(self.log_file, "ab") as log:
+            process = subprocess.Popen(
+                self._java("kafka.Kafka", str(self.properties_file), heap=self.heap),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.pid_file.write_text(str(process.pid))
+        self.wait_until_serving(timeout)
+
+    def wait_until_serving(self, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.pid() is None:
+                raise BrokerError(f"Kafka exited during start-up; see {self.log_file}")
+            if _port_open(self.port) and _metadata_ready(self.bootstrap):
+                return
+            time.sleep(0.3)
+        raise BrokerError(f"Kafka did not serve on {self.bootstrap} within {timeout:.0f}s; see {self.log_file}")
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """SIGTERM (controlled shutdown), then SIGKILL after ``timeout``. True if it was running."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.pid() is not None:
+            time.sleep(0.2)
+        if self.pid() is not None:
+            os.kill(pid, signal.SIGKILL)
+            while self.pid() is not None:
+                time.sleep(0.1)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def kill(self) -> None:
+        """kill -9, for failure tests."""
+        pid = self.pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+            while self.pid() is not None:
+                time.sleep(0.05)
+        self.pid_file.unlink(missing_ok=True)
+
+
+def _reap(pid: int) -> None:
+    """Collect an exited child of this process, so that it stops looking alive (a zombie)."""
+    try:
+        finished, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # not our child: whoever started it reaps it
+        return
+    if finished:
+        raise ProcessLookupError(pid)
+
+
+def _metadata_ready(bootstrap: str) -> bool:
+    """True once the broker answers a metadata request (the port opens a little earlier)."""
+    import asyncio
+
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def probe() -> bool:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+        try:
+            await admin.start()
+            await admin.describe_cluster()
+            return True
+        except Exception:
+            return False
+        finally:
+            await admin.close()
+
+    return asyncio.run(probe())

@@ -1,0 +1,40 @@
+"""Idempotent creation of medroute's topics with the configured partitions and replication."""
+
+from __future__ import annotations
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from medroute.config import ALL_TOPICS, KafkaSettings
+from medroute.kafka.client import connection_kwargs
+
+# Records may carry a whole 16 MiB HL7 frame (base64 in JSON): allow them on every topic.
+TOPIC_CONFIG = {"max.message.bytes": str(32 * 1024 * 1024)}
+
+
+async def ensure_topics(
+    settings: KafkaSettings, names: tuple[str, ...] = ALL_TOPICS, partitions: int | None = None
+) -> list[str]:
+    """Create the topics that do not exist yet; returns the names created."""
+    admin = AIOKafkaAdminClient(**connection_kwargs(settings))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [name for name in names if name not in existing]
+        if missing:
+            new_topics = [
+                NewTopic(
+                    name,
+                    num_partitions=partitions or settings.partitions,
+                    replication_factor=settings.replication,
+                    topic_configs=TOPIC_CONFIG,
+                )
+                for name in missing
+            ]
+            try:
+                await admin.create_topics(new_topics)
+            except TopicAlreadyExistsError:  # another process created them meanwhile
+                pass
+        return missing
+    finally:
+        await admin.close()

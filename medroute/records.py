@@ -11,7 +11,7 @@ import base64
 import json
 import uuid
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 SCHEMA_VERSION = 1
@@ -20,7 +20,7 @@ T = TypeVar("T", bound="_JsonRecord")
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 def new_id() -> str:

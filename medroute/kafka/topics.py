@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -31,10 +33,8 @@ async def ensure_topics(
                 )
                 for name in missing
             ]
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another process created them meanwhile
                 await admin.create_topics(new_topics)
-            except TopicAlreadyExistsError:  # another process created them meanwhile
-                pass
         return missing
     finally:
         await admin.close()

@@ -1,9 +1,60 @@
-"""Integration tests talk to the real broker of tests/conftest.py and to real peers."""
+"""Integration tests talk to the real broker of tests/conftest.py and to real peers.
+
+The listener and the worker run as real child processes, as they do in production.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+
+from medroute.config import KafkaSettings
+from medroute.kafka.broker import free_port
+from tests.integration.processes import ChildProcess
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration/" in str(item.path):
             item.add_marker(pytest.mark.integration)
+
+
+@dataclass
+class RunningListener:
+    port: int
+    process: ChildProcess
+
+
+def start_listener(bootstrap: str, home: str, port: int | None = None, **env: str) -> RunningListener:
+    port = port or free_port()
+    child = ChildProcess(
+        "listeners.mllp",
+        {"MEDROUTE_KAFKA_BOOTSTRAP": bootstrap, "MEDROUTE_MLLP_PORT": str(port), "MEDROUTE_HOME": home, **env},
+        log_path=Path(home) / f"listener-{port}.log",
+    )
+    child.start(port=port)
+    return RunningListener(port, child)
+
+
+@pytest.fixture(scope="module")
+def mllp_listener(kafka: KafkaSettings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningListener]:
+    """The MLLP listener as a child process on a free port, storing into the session broker."""
+    listener = start_listener(kafka.bootstrap_servers, str(tmp_path_factory.mktemp("listener")))
+    yield listener
+    listener.process.stop()
+
+
+@pytest.fixture(scope="module")
+def worker(kafka: KafkaSettings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChildProcess]:
+    """The Faust classification worker as a child process on the session broker."""
+    home = tmp_path_factory.mktemp("worker")
+    child = ChildProcess(
+        "pipeline",
+        {"MEDROUTE_KAFKA_BOOTSTRAP": kafka.bootstrap_servers, "MEDROUTE_HOME": str(home)},
+        log_path=home / "worker.log",
+    ).start()
+    yield child
+    child.stop()

@@ -1,0 +1,38 @@
+# The two commands a new user runs: `make up` (everything, with sample traffic) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup up test test-unit lint bench-mllp clean
+
+setup: $(VENV)/.installed deploy/kafka/lib/.fetched
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[train,test]"
+	touch $@
+
+deploy/kafka/lib/.fetched: deploy/kafka/pom.xml
+	$(BIN)/medroute kafka fetch
+	touch $@
+
+up: setup
+	$(BIN)/medroute up
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+test-unit: setup
+	$(BIN)/pytest tests/unit
+
+lint: setup
+	$(BIN)/ruff check .
+
+bench-mllp: setup
+	$(BIN)/python -m tools.bench_mllp
+
+clean:
+	-$(BIN)/medroute kafka stop
+	rm -rf .medroute

@@ -1,0 +1,117 @@
+"""``medroute up``: the whole slice on one machine, for a first look and for demos.
+
+Starts the local Kafka broker (unless ``MEDROUTE_KAFKA_BOOTSTRAP`` names a cluster), creates the
+topics, runs the MLLP listener and the worker as child processes, sends sample traffic, and prints
+each routing decision as it is published. Ctrl-C stops everything it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from medroute.config import ROUTING_DECISIONS, KafkaSettings, env_int, home_dir
+
+
+def _wait_for_port(port: int, process: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the listener exited (code {process.returncode}); see {home_dir() / 'logs'}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"the listener did not open port {port} within {timeout:.0f}s")
+
+
+def _spawn(name: str, module: str, env: dict[str, str]) -> subprocess.Popen:
+    log_dir = home_dir() / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it open
+    return subprocess.Popen([sys.executable, "-m", module], env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _describe(decision: dict) -> str:
+    label = decision.get("label") or "-"
+    confidence = decision.get("confidence")
+    shown = f"{label} ({confidence:.2f})" if confidence is not None else label
+    destinations = ", ".join(decision.get("destinations") or []) or "-"
+    return f"{decision.get('message_type', '?'):<18} {shown:<36} rule={decision.get('rule')} -> {destinations}"
+
+
+async def _print_decisions(settings: KafkaSettings, duration: float | None) -> None:
+    from aiokafka import TopicPartition
+
+    from medroute.kafka.client import consumer
+    from medroute.kafka.tail import record_as_json
+
+    reader = consumer(settings)
+    await reader.start()
+    try:
+        await reader.topics()
+        partitions = [TopicPartition(ROUTING_DECISIONS, p) for p in reader.partitions_for_topic(ROUTING_DECISIONS)]
+        reader.assign(partitions)
+        await reader.seek_to_beginning(*partitions)
+        deadline = time.monotonic() + duration if duration else None
+        while deadline is None or time.monotonic() < deadline:
+            batches = await reader.getmany(timeout_ms=500)
+            for records in batches.values():
+                for record in records:
+                    print("decision:", _describe(record_as_json(record)["value"]), flush=True)
+    finally:
+        await reader.stop()
+
+
+def run_up(samples: int = 20, duration: float | None = None, keep_kafka: bool = False) -> int:
+    from medroute.kafka.topics import ensure_topics
+    from medroute.logs import configure_logging
+    from medroute.sending import send_samples
+
+    configure_logging("up")
+    settings = KafkaSettings()
+    broker = None
+    if settings.is_local:
+        from medroute.kafka.broker import LocalBroker
+
+        broker = LocalBroker(data_dir=home_dir() / "kafka", port=settings.local_port)
+        print(f"starting local Kafka on {broker.bootstrap} (first run fetches the jars with Maven) ...", flush=True)
+        broker.start()
+    print(f"creating topics on {settings.bootstrap_servers} ...", flush=True)
+    asyncio.run(ensure_topics(settings))
+
+    env = {**os.environ, "MEDROUTE_KAFKA_BOOTSTRAP": settings.bootstrap_servers}
+    mllp_port = env_int("MEDROUTE_MLLP_PORT", 2575)
+    listener = _spawn("listener-mllp", "listeners.mllp", env)
+    worker = _spawn("worker", "pipeline", env)
+    try:
+        _wait_for_port(mllp_port, listener)
+        print(f"MLLP listener on 127.0.0.1:{mllp_port}; worker started; logs in {home_dir() / 'logs'}", flush=True)
+        if samples:
+            print(f"sending {samples} sample HL7 messages ...", flush=True)
+            asyncio.run(send_samples(samples, "127.0.0.1", mllp_port))
+        print("decisions (Ctrl-C to stop):", flush=True)
+        asyncio.run(_print_decisions(settings, duration))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        _stop(listener)
+        _stop(worker)
+        if broker is not None and not keep_kafka:
+            broker.stop()
+    return 0

@@ -1,0 +1,162 @@
+"""MLLP throughput and ACK latency with commit-before-ACK, against raw aiokafka in the same run.
+
+    python -m tools.bench_mllp [--messages 4000] [--connections 1 4 16] [--paced-rate 500]
+
+Starts its own Kafka broker (or uses ``MEDROUTE_KAFKA_BOOTSTRAP``) and its own listener process,
+then measures, for each connection count: messages/s and ACK latency p50/p99 through the listener,
+and raw ``send_and_wait`` of the same record sizes with as many concurrent senders (the reference:
+what Kafka itself gives one acks=all producer). Last, a paced run at ``--paced-rate`` msg/s gives the
+latency a steady feed sees. Prints a Markdown table for docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from listeners.mllp.client import MllpClient
+
+from medroute.config import HL7_INBOUND, KafkaSettings
+from medroute.kafka.broker import LocalBroker, free_port
+from medroute.kafka.client import durable_producer
+from medroute.kafka.topics import ensure_topics
+from medroute.samples import sample_messages
+
+
+@dataclass
+class Result:
+    name: str
+    connections: int
+    messages: int
+    seconds: float
+    latencies_ms: list[float]
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def _raw_kafka(settings: KafkaSettings, payloads: list[bytes], connections: int) -> Result:
+    producer = durable_producer(settings)
+    await producer.start()
+    latencies: list[float] = []
+
+    async def sender(share: list[bytes]) -> None:
+        for n, payload in enumerate(share):
+            began = time.perf_counter()
+            await producer.send_and_wait(HL7_INBOUND, payload, key=str(n % 40).encode())
+            latencies.append((time.perf_counter() - began) * 1000)
+
+    began = time.perf_counter()
+    await asyncio.gather(*(sender(payloads[i::connections]) for i in range(connections)))
+    elapsed = time.perf_counter() - began
+    await producer.stop()
+    return Result("raw aiokafka send_and_wait", connections, len(payloads), elapsed, latencies)
+
+
+async def _mllp(port: int, messages: list[bytes], connections: int, rate: float | None = None) -> Result:
+    latencies: list[float] = []
+    interval = connections / rate if rate else 0.0
+
+    async def sender(share: list[bytes]) -> None:
+        client = MllpClient("127.0.0.1", port)
+        await client.connect()
+        next_at = time.perf_counter()
+        for message in share:
+            if interval:
+                next_at += interval
+                await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+            began = time.perf_counter()
+            ack = await client.send(message, timeout=30)
+            latencies.append((time.perf_counter() - began) * 1000)
+            if b"|AA|" not in ack and b"MSA#AA" not in ack:
+                raise RuntimeError(f"unexpected ACK {ack[:120]!r}")
+        await client.close()
+
+    began = time.perf_counter()
+    await asyncio.gather(*(sender(messages[i::connections]) for i in range(connections)))
+    elapsed = time.perf_counter() - began
+    name = f"MLLP paced {rate:.0f}/s" if rate else "MLLP commit-before-ACK"
+    return Result(name, connections, len(messages), elapsed, latencies)
+
+
+def _row(result: Result, reference: Result | None) -> str:
+    ratio = f"{result.rate / reference.rate:.2f}" if reference else "1.00"
+    return (
+        f"| {result.name} | {result.connections} | {result.messages} | {result.rate:,.0f} | {ratio} "
+        f"| {statistics.median(result.latencies_ms):.2f} | {result.percentile(0.99):.2f} |"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=4000)
+    parser.add_argument("--connections", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--paced-rate", type=float, default=500.0)
+    parser.add_argument("--paced-seconds", type=float, default=10.0)
+    args = parser.parse_args(argv)
+
+    work = Path(tempfile.mkdtemp(prefix="medroute-bench-"))
+    broker = None
+    bootstrap = os.environ.get("MEDROUTE_KAFKA_BOOTSTRAP")
+    if not bootstrap:
+        broker = LocalBroker(data_dir=work / "kafka", port=free_port(), controller_port=free_port())
+        broker.start()
+        bootstrap = broker.bootstrap
+    settings = KafkaSettings(bootstrap=bootstrap)
+    asyncio.run(ensure_topics(settings))
+    port = free_port()
+    env = {**os.environ, "MEDROUTE_KAFKA_BOOTSTRAP": bootstrap, "MEDROUTE_MLLP_PORT": str(port),
+           "MEDROUTE_HOME": str(work), "MEDROUTE_LOG_LEVEL": "WARNING"}
+    listener = subprocess.Popen([sys.executable, "-m", "listeners.mllp"], env=env,
+                                stdout=open(work / "listener.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                asyncio.run(_mllp(port, [], 1))
+                break
+            except OSError:
+                time.sleep(0.2)
+        # Each run sends fresh control ids: a resent id would be answered by the duplicate window.
+        def fresh(count: int, prefix: str) -> list[bytes]:
+            return [m.raw for m in sample_messages(count, seed=11, prefix=prefix)]
+
+        messages = fresh(args.messages, "B0-")
+        # The raw reference sends records of the size the listener writes (the JSON envelope).
+        envelope_overhead = 420
+        payloads = [b"x" * (len(m) * 4 // 3 + envelope_overhead) for m in messages]
+        asyncio.run(_mllp(port, fresh(200, "W-"), 4))  # warm-up: connections, JIT of the broker
+        rows = ["| run | connections | messages | msg/s | ratio to raw | ACK p50 ms | ACK p99 ms |",
+                "|---|---|---|---|---|---|---|"]
+        for connections in args.connections:
+            reference = asyncio.run(_raw_kafka(settings, payloads, connections))
+            measured = asyncio.run(_mllp(port, fresh(args.messages, f"B{connections}-"), connections))
+            rows += [_row(reference, None), _row(measured, reference)]
+        paced_count = int(args.paced_rate * args.paced_seconds)
+        paced = asyncio.run(_mllp(port, fresh(paced_count, "P-"), 16, rate=args.paced_rate))
+        rows.append(_row(paced, None))
+        print(f"# MLLP benchmark: {os.cpu_count()} CPUs, mean message {statistics.mean(map(len, messages)):.0f} B")
+        print("\n".join(rows))
+    finally:
+        listener.terminate()
+        listener.wait(timeout=20)
+        if broker is not None:
+            broker.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

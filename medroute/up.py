@@ -56,18 +56,12 @@ def _describe(decision: dict) -> str:
 
 
 async def _print_decisions(settings: KafkaSettings, duration: float | None) -> None:
-    from aiokafka import TopicPartition
 
-    from medroute.kafka.client import consumer
+    from medroute.kafka.client import reader_of
     from medroute.kafka.tail import record_as_json
 
-    reader = consumer(settings)
-    await reader.start()
+    reader = await reader_of(settings, ROUTING_DECISIONS)
     try:
-        await reader.topics()
-        partitions = [TopicPartition(ROUTING_DECISIONS, p) for p in reader.partitions_for_topic(ROUTING_DECISIONS)]
-        reader.assign(partitions)
-        await reader.seek_to_beginning(*partitions)
         deadline = time.monotonic() + duration if duration else None
         while deadline is None or time.monotonic() < deadline:
             batches = await reader.getmany(timeout_ms=500)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.helpers import create_ssl_context
 
 from medroute.config import KafkaSettings
@@ -64,3 +65,30 @@ def consumer(settings: KafkaSettings, *topics: str, **overrides: Any) -> AIOKafk
     }
     options.update(overrides)
     return AIOKafkaConsumer(*topics, **options)
+
+
+async def topic_partitions(settings: KafkaSettings, topic: str) -> list[TopicPartition]:
+    """Every partition of ``topic``; raises ``LookupError`` when the topic does not exist."""
+    admin = AIOKafkaAdminClient(**connection_kwargs(settings))
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    partitions = described[0]["partitions"] if described else []
+    if not partitions or described[0].get("error_code"):
+        raise LookupError(f"topic {topic!r} does not exist")
+    return [TopicPartition(topic, p["partition"]) for p in sorted(partitions, key=lambda p: p["partition"])]
+
+
+async def reader_of(settings: KafkaSettings, topic: str, from_beginning: bool = True) -> AIOKafkaConsumer:
+    """A started, group-less consumer assigned every partition of ``topic``, at its start or its end."""
+    partitions = await topic_partitions(settings, topic)
+    reader = consumer(settings)
+    await reader.start()
+    reader.assign(partitions)
+    if from_beginning:
+        await reader.seek_to_beginning(*partitions)
+    else:
+        await reader.seek_to_end(*partitions)
+    return reader

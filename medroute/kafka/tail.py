@@ -7,10 +7,10 @@ import json
 import sys
 from typing import Any, TextIO
 
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord
 
 from medroute.config import KafkaSettings
-from medroute.kafka.client import consumer
+from medroute.kafka.client import reader_of
 
 
 def record_as_json(record: ConsumerRecord) -> dict[str, Any]:
@@ -39,21 +39,12 @@ async def tail(
     out: TextIO = sys.stdout,
 ) -> int:
     """Print records until ``max_records`` are printed or no record came for ``idle_timeout`` s."""
-    reader = consumer(settings)
-    await reader.start()
+    try:
+        reader = await reader_of(settings, topic, from_beginning)
+    except LookupError as exc:
+        raise SystemExit(str(exc)) from None
     printed = 0
     try:
-        if topic not in await reader.topics():  # also loads the topic's metadata
-            raise SystemExit(f"topic {topic!r} does not exist")
-        partitions = reader.partitions_for_topic(topic)
-        if not partitions:
-            raise SystemExit(f"topic {topic!r} does not exist")
-        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
-        reader.assign(assigned)
-        if from_beginning:
-            await reader.seek_to_beginning(*assigned)
-        else:
-            await reader.seek_to_end(*assigned)
         while max_records is None or printed < max_records:
             batches = await reader.getmany(timeout_ms=int((idle_timeout or 3600) * 1000))
             if not batches:

@@ -8,10 +8,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aiokafka import TopicPartition
-
 from medroute.config import KafkaSettings
-from medroute.kafka.client import consumer
+from medroute.kafka.client import reader_of
 
 
 async def read_topic(
@@ -24,13 +22,8 @@ async def read_topic(
 
     Each item carries ``_key``, ``_partition`` and ``_offset`` beside the record's own fields.
     """
-    reader = consumer(settings)
-    await reader.start()
+    reader = await reader_of(settings, topic)
     try:
-        await reader.topics()
-        partitions = [TopicPartition(topic, p) for p in sorted(reader.partitions_for_topic(topic) or [])]
-        reader.assign(partitions)
-        await reader.seek_to_beginning(*partitions)
         records: list[dict[str, Any]] = []
         deadline = time.monotonic() + timeout
         while True:

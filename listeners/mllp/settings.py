@@ -1,0 +1,52 @@
+"""MLLP listener settings from ``MEDROUTE_MLLP_*`` environment variables."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass, field
+
+from listeners.mllp.charsets import codec_for
+from listeners.mllp.errors import MessageError
+from listeners.mllp.framing import DEFAULT_MAX_FRAME
+from medroute.config import env_bool, env_float, env_int, env_str
+
+
+@dataclass(frozen=True)
+class MllpSettings:
+    host: str = field(default_factory=lambda: env_str("MEDROUTE_MLLP_HOST", "127.0.0.1") or "127.0.0.1")
+    port: int = field(default_factory=lambda: env_int("MEDROUTE_MLLP_PORT", 2575))
+    idle_timeout: float = field(default_factory=lambda: env_float("MEDROUTE_MLLP_IDLE_TIMEOUT", 300.0))
+    max_frame: int = field(default_factory=lambda: env_int("MEDROUTE_MLLP_MAX_FRAME", DEFAULT_MAX_FRAME))
+    strict: bool = field(default_factory=lambda: env_bool("MEDROUTE_MLLP_STRICT"))
+    dedup_window: float = field(default_factory=lambda: env_float("MEDROUTE_MLLP_DEDUP_WINDOW", 600.0))
+    dedup_max: int = field(default_factory=lambda: env_int("MEDROUTE_MLLP_DEDUP_MAX", 100_000))
+    # MSH-18 value assumed when a message leaves MSH-18 empty (HL7's own default is ASCII).
+    default_charset: str = field(default_factory=lambda: env_str("MEDROUTE_MLLP_DEFAULT_CHARSET", "ASCII") or "ASCII")
+    store_timeout: float = field(default_factory=lambda: env_float("MEDROUTE_MLLP_STORE_TIMEOUT", 5.0))
+    shutdown_grace: float = field(default_factory=lambda: env_float("MEDROUTE_MLLP_SHUTDOWN_GRACE", 30.0))
+    tls_cert: str | None = field(default_factory=lambda: env_str("MEDROUTE_MLLP_TLS_CERT"))
+    tls_key: str | None = field(default_factory=lambda: env_str("MEDROUTE_MLLP_TLS_KEY"))
+    # With a CA bundle, clients must present a certificate it signed (mutual TLS).
+    tls_ca: str | None = field(default_factory=lambda: env_str("MEDROUTE_MLLP_TLS_CA"))
+
+    def __post_init__(self) -> None:
+        try:
+            codec_for(self.default_charset)
+        except MessageError as exc:
+            raise SystemExit(f"MEDROUTE_MLLP_DEFAULT_CHARSET: {exc.detail}") from None
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise SystemExit("MEDROUTE_MLLP_TLS_CERT and MEDROUTE_MLLP_TLS_KEY must be set together")
+        if self.max_frame < 16:
+            raise SystemExit("MEDROUTE_MLLP_MAX_FRAME is too small")
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """A server TLS context (TLS 1.2+) when a certificate is configured, else None."""
+        if not self.tls_cert:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self.tls_cert, self.tls_key)
+        if self.tls_ca:
+            context.load_verify_locations(self.tls_ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+        return context

@@ -1,0 +1,135 @@
+"""The Faust agent on ``hl7.inbound``: thin glue around :mod:`pipeline.process`.
+
+Per micro-batch (``MEDROUTE_BATCH_SIZE`` records or ``MEDROUTE_BATCH_MS``, whichever comes first):
+
+1. read each record; skip ids the ``decided`` table already holds (a redelivery) or that occur
+   twice in the batch;
+2. extract, classify (one ``predict`` call) and decide in a worker thread, so the event loop keeps
+   heartbeating to Kafka while the model runs;
+3. publish decisions, dead letters and audit events and wait until Kafka has stored all of them;
+4. only then record the ids in the ``decided`` table;
+5. only then acknowledge the source events, so their offsets may be committed.
+
+Why this order: a crash before 3 completes leaves nothing marked and nothing committed, so the
+batch is processed again (at-least-once). A crash between 3 and 4 can publish a decision twice,
+with the same message id as key, so consumers recognise it. A crash after 4 but before the offset
+commit (the common case: commits are periodic) redelivers the batch, and the table, restored from
+its changelog, turns every record into a skip: no second decision. Marking before publishing would
+instead lose the decision of a crash in between, which is worse than a duplicate.
+
+A failure that is not one record's fault (the model, Kafka) acknowledges nothing and crashes the
+worker (exit status 1); systemd or Kubernetes restarts it and the batch is redelivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from datetime import UTC, datetime
+
+import faust
+import structlog
+from faust.types import AgentT, EventT, StreamT
+
+from medroute.config import HL7_INBOUND
+from medroute.logs import hash_id
+from medroute.records import Hl7Record
+from pipeline import metrics
+from pipeline.ledger import DecidedTable, create_ledger
+from pipeline.process import Outcome, Processor, Rejected, read_record
+from pipeline.publish import FaustPublisher, Publisher, messages_for
+
+log = structlog.get_logger(__name__)
+
+AGENT_NAME = "classify-hl7"
+
+
+class BatchHandler:
+    """Steps 1 to 4 of the module docstring for one micro-batch of events."""
+
+    def __init__(self, processor: Processor, publisher: Publisher, ledger: DecidedTable, executor: Executor) -> None:
+        self.processor = processor
+        self.publisher = publisher
+        self.ledger = ledger
+        self.executor = executor
+
+    async def handle(self, events: Sequence[EventT]) -> None:
+        outcomes: list[tuple[int, Outcome]] = []
+        fresh: list[tuple[int, Hl7Record]] = []
+        seen: set[str] = set()
+        for event in events:
+            partition = event.message.partition
+            item = read_record(event.value)
+            if isinstance(item, Rejected):
+                outcomes.append((partition, item))
+            elif item.message_id in seen or item.message_id in self.ledger:
+                metrics.DUPLICATES.inc()
+                log.info("duplicate_skipped", message=hash_id(item.message_id), partition=partition)
+            else:
+                seen.add(item.message_id)
+                fresh.append((partition, item))
+        if fresh:
+            loop = asyncio.get_running_loop()
+            decided = await loop.run_in_executor(self.executor, self.processor.process, [r for _, r in fresh])
+            outcomes.extend(zip((p for p, _ in fresh), decided, strict=True))
+        if not outcomes:
+            return
+        await self.publisher.publish([message for _, outcome in outcomes for message in messages_for(outcome)])
+        for partition, outcome in outcomes:
+            if outcome.message_id is not None:
+                self.ledger.mark(outcome.message_id, outcome, partition)
+            _observe(outcome)
+
+
+def _observe(outcome: Outcome) -> None:
+    if isinstance(outcome, Rejected):
+        metrics.DEAD_LETTERED.labels(outcome.dead_letter.reason).inc()
+        return
+    decision = outcome.decision
+    metrics.DECISIONS.labels(decision.rule).inc()
+    if outcome.classification is not None:
+        metrics.CLASSIFIED.labels(outcome.classification.model, outcome.classification.label).inc()
+    received = _parse_time(outcome.record.received_at)
+    if received is not None:
+        metrics.END_TO_END_LATENCY.observe(max(0.0, (datetime.now(UTC) - received).total_seconds()))
+    log.debug("decided", message=hash_id(outcome.message_id), rule=decision.rule, label=decision.label)
+
+
+def _parse_time(value: str) -> datetime | None:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def install(
+    app: faust.App,
+    processor: Processor,
+    *,
+    batch_size: int,
+    batch_seconds: float,
+    publisher: Publisher | None = None,
+) -> AgentT:
+    """Add the ``decided`` table and the agent to ``app``; returns the agent."""
+    ledger = create_ledger(app)
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="classify")
+    handler = BatchHandler(processor, publisher or FaustPublisher(app), ledger, executor)
+    inbound = app.topic(HL7_INBOUND, key_serializer="raw", value_serializer="raw")
+
+    @app.agent(inbound, name=AGENT_NAME)
+    async def classify_hl7(stream: StreamT) -> None:
+        # noack_take: events are acknowledged here, after their batch is published and marked.
+        async for events in stream.noack_take(batch_size, within=batch_seconds):
+            try:
+                await handler.handle(events)
+            except Exception as exc:
+                # Not one record's fault: stop without acknowledging, so the batch comes back.
+                log.error("batch_failed", error=type(exc).__name__, events=len(events))
+                await app.crash(exc)
+                return
+            for event in events:
+                await stream.ack(event)
+
+    return classify_hl7

@@ -1,0 +1,55 @@
+"""What the worker writes to Kafka for each outcome, and the seam through which it is written.
+
+``Publisher`` is the I/O edge: the worker uses :class:`FaustPublisher`; unit tests pass a recorder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import faust
+
+from medroute.config import AUDIT_EVENTS, HL7_DEADLETTER, ROUTING_DECISIONS
+from pipeline.audit import events_for
+from pipeline.process import Decided, Outcome
+
+
+@dataclass(frozen=True)
+class Outbound:
+    topic: str
+    key: bytes
+    value: bytes
+
+
+class Publisher(Protocol):
+    async def publish(self, messages: Sequence[Outbound]) -> None:
+        """Return only when every message is stored (acks=all); raise if any is not."""
+
+
+def messages_for(outcome: Outcome) -> list[Outbound]:
+    """The decision (or dead letter) and the audit events of one outcome, keyed by message id."""
+    if isinstance(outcome, Decided):
+        key = outcome.message_id.encode()
+        primary = Outbound(ROUTING_DECISIONS, key, outcome.decision.to_json())
+    else:
+        key = outcome.dead_letter.message_id.encode()
+        primary = Outbound(HL7_DEADLETTER, key, outcome.dead_letter.to_json())
+    return [primary, *(Outbound(AUDIT_EVENTS, key, event.to_json()) for event in events_for(outcome))]
+
+
+class FaustPublisher:
+    """Sends through the Faust app's producer and waits for every delivery report."""
+
+    def __init__(self, app: faust.App) -> None:
+        self._topics = {
+            name: app.topic(name, key_serializer="raw", value_serializer="raw")
+            for name in (ROUTING_DECISIONS, AUDIT_EVENTS, HL7_DEADLETTER)
+        }
+
+    async def publish(self, messages: Sequence[Outbound]) -> None:
+        # force=True: send now, not attached to the source event until its offset commits.
+        deliveries = [await self._topics[m.topic].send(key=m.key, value=m.value, force=True) for m in messages]
+        await asyncio.gather(*deliveries)

@@ -1,0 +1,144 @@
+"""Routing: which rule fires for an item, and the decision that names it. Pure functions.
+
+Rules are tried in order and the first whose every condition holds wins; the last rule has no
+conditions, so every item gets a decision. Rules are loaded and checked by :mod:`pipeline.rules`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from fnmatch import fnmatchcase
+
+from medroute.records import Hl7Record, RoutingDecision
+from pipeline.classify import Classification
+from pipeline.extract import ExtractedText, component_separator, message_type
+
+
+@dataclass(frozen=True)
+class RouteFacts:
+    """What rules may look at: metadata of the item and, when it had text, its classification."""
+
+    kind: str
+    message_type: str  # MSH-9 with "^" separators
+    sending_application: str
+    sending_facility: str
+    has_text: bool
+    label: str | None = None
+    confidence: float | None = None
+    below_threshold: bool | None = None
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One routing rule. ``None`` means "no condition"; tuples hold alternatives (any may match)."""
+
+    name: str
+    destinations: tuple[str, ...]
+    kind: tuple[str, ...] | None = None
+    message_type: tuple[str, ...] | None = None  # globs: "ORU^R01*"
+    label: tuple[str, ...] | None = None
+    min_confidence: float | None = None  # inclusive
+    max_confidence: float | None = None  # inclusive
+    below_threshold: bool | None = None
+    has_text: bool | None = None
+    sending_application: tuple[str, ...] | None = None  # globs on HD.1 or the whole field
+    sending_facility: tuple[str, ...] | None = None
+    line: int = 0  # where the rule starts in its file, for messages
+
+    @property
+    def is_default(self) -> bool:
+        return all(getattr(self, name) is None for name in CONDITIONS)
+
+    def matches(self, facts: RouteFacts) -> bool:
+        if self.kind is not None and facts.kind not in self.kind:
+            return False
+        if self.message_type is not None and not _glob_any(facts.message_type, self.message_type):
+            return False
+        if self.label is not None and facts.label not in self.label:
+            return False
+        if self.min_confidence is not None and (facts.confidence is None or facts.confidence < self.min_confidence):
+            return False
+        if self.max_confidence is not None and (facts.confidence is None or facts.confidence > self.max_confidence):
+            return False
+        if self.below_threshold is not None and facts.below_threshold is not self.below_threshold:
+            return False
+        if self.has_text is not None and facts.has_text is not self.has_text:
+            return False
+        return _hd_matches(facts.sending_application, self.sending_application) and _hd_matches(
+            facts.sending_facility, self.sending_facility
+        )
+
+
+CONDITIONS = tuple(f.name for f in fields(Rule) if f.name not in ("name", "destinations", "line"))
+
+
+@dataclass(frozen=True)
+class Rules:
+    """An ordered rule list ending in a default rule; ``source`` names where it was read from."""
+
+    rules: tuple[Rule, ...]
+    source: str = "<rules>"
+
+    def __post_init__(self) -> None:
+        if not self.rules or not self.rules[-1].is_default:
+            raise ValueError(f"{self.source}: the last rule must be a default rule without conditions")
+
+
+@dataclass(frozen=True)
+class RouteResult:
+    rule_name: str
+    destinations: list[str]
+
+
+def route(facts: RouteFacts, rules: Rules) -> RouteResult:
+    """The first rule that matches (the default rule at the latest)."""
+    rule = next(rule for rule in rules.rules if rule.matches(facts))
+    return RouteResult(rule.name, list(rule.destinations))
+
+
+def facts_of(record: Hl7Record, extracted: ExtractedText, classification: Classification | None) -> RouteFacts:
+    return RouteFacts(
+        kind=record.kind,
+        message_type=message_type(record),
+        sending_application=_normalized_hd(record.sending_application, record),
+        sending_facility=_normalized_hd(record.sending_facility, record),
+        has_text=extracted.has_text,
+        label=classification.label if classification else None,
+        confidence=classification.confidence if classification else None,
+        below_threshold=classification.below_threshold if classification else None,
+    )
+
+
+def decide(
+    record: Hl7Record, extracted: ExtractedText, classification: Classification | None, rules: Rules
+) -> RoutingDecision:
+    """The routing decision for one item; without text it rests on the message metadata alone."""
+    facts = facts_of(record, extracted, classification)
+    result = route(facts, rules)
+    return RoutingDecision(
+        message_id=record.message_id,
+        kind=record.kind,
+        message_type=facts.message_type,
+        model=classification.model if classification else None,
+        label=facts.label,
+        confidence=facts.confidence,
+        rule=result.rule_name,
+        destinations=result.destinations,
+    )
+
+
+def _glob_any(value: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatchcase(value, pattern) for pattern in patterns)
+
+
+def _hd_matches(value: str, patterns: tuple[str, ...] | None) -> bool:
+    """A hierarchic designator (MSH-3/MSH-4) matches on its namespace id or as a whole."""
+    if patterns is None:
+        return True
+    return _glob_any(value.split("^", 1)[0], patterns) or _glob_any(value, patterns)
+
+
+def _normalized_hd(value: str, record: Hl7Record) -> str:
+    """MSH-3/MSH-4 with "^" between components, like the message type."""
+    return value.strip().replace(component_separator(record), "^")

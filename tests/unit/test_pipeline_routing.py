@@ -1,0 +1,164 @@
+"""Routing as pure functions: rule matching, first match wins, and the decision a message gets."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.classify import Classification, classify, classify_many
+from pipeline.extract import ExtractedText, extract_text
+from pipeline.routing import RouteFacts, Rule, Rules, decide, route
+from pipeline.rules import load_rules, parse_rules
+from tests.unit.test_pipeline_support import DOCTYPE_LABELS, FakeClassifier, fixture_record, record_from
+
+DEFAULT = Rule("default", ("ehr-inbox",))
+
+
+def facts(**overrides: object) -> RouteFacts:
+    values: dict = {
+        "kind": "hl7",
+        "message_type": "ORU^R01^ORU_R01",
+        "sending_application": "RIS",
+        "sending_facility": "GENHOSP",
+        "has_text": True,
+        "label": "radiology_report",
+        "confidence": 0.9,
+        "below_threshold": False,
+    }
+    values.update(overrides)
+    return RouteFacts(**values)
+
+
+def test_first_matching_rule_wins() -> None:
+    rules = Rules(
+        (
+            Rule("radiology", ("ris",), label=("radiology_report",)),
+            Rule("oru", ("ehr-results",), message_type=("ORU^*",)),
+            DEFAULT,
+        )
+    )
+    assert route(facts(), rules).rule_name == "radiology"
+    assert route(facts(label="progress_note"), rules).rule_name == "oru"
+    assert route(facts(label="progress_note", message_type="MDM^T02"), rules).destinations == ["ehr-inbox"]
+
+
+@pytest.mark.parametrize(
+    ("patterns", "message_type", "matches"),
+    [
+        (("ORU^R01*",), "ORU^R01^ORU_R01", True),
+        (("ORU^R01*",), "ORU^R01", True),
+        (("ORU^R01*",), "ORU^R30^ORU_R30", False),
+        (("ADT^A0?*",), "ADT^A08^ADT_A01", True),
+        (("MDM^*", "ORU^*"), "MDM^T02^MDM_T02", True),
+        (("MDM^*", "ORU^*"), "SIU^S12", False),
+    ],
+)
+def test_message_type_globs(patterns: tuple[str, ...], message_type: str, matches: bool) -> None:
+    rule = Rule("r", ("x",), message_type=patterns)
+    assert rule.matches(facts(message_type=message_type)) is matches
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "confidence", "matches"),
+    [
+        (0.5, None, 0.5, True),  # bounds are inclusive
+        (0.5, None, 0.49, False),
+        (None, 0.5, 0.5, True),
+        (None, 0.5, 0.51, False),
+        (0.2, 0.6, 0.4, True),
+        (0.2, 0.6, 0.7, False),
+        (0.0, None, None, False),  # a confidence condition never matches an unclassified message
+    ],
+)
+def test_confidence_bounds(low: float | None, high: float | None, confidence: float | None, matches: bool) -> None:
+    rule = Rule("r", ("x",), min_confidence=low, max_confidence=high)
+    assert rule.matches(facts(confidence=confidence)) is matches
+
+
+def test_label_lists_kind_text_threshold_and_sender_conditions() -> None:
+    notes = Rule("notes", ("x",), label=("progress_note", "office_note"))
+    assert notes.matches(facts(label="office_note"))
+    assert not notes.matches(facts(label=None))
+    assert Rule("d", ("x",), kind=("dicom",)).matches(facts(kind="dicom"))
+    assert not Rule("d", ("x",), kind=("dicom",)).matches(facts())
+    assert Rule("t", ("x",), has_text=False).matches(facts(has_text=False, label=None))
+    assert not Rule("t", ("x",), has_text=False).matches(facts())
+    assert Rule("b", ("x",), below_threshold=True).matches(facts(below_threshold=True))
+    assert not Rule("b", ("x",), below_threshold=True).matches(facts(below_threshold=None))
+    sender = Rule("s", ("x",), sending_application=("RIS*",), sending_facility=("GENHOSP",))
+    assert sender.matches(facts(sending_application="RIS^1.2.3.4^ISO"))  # HD.1 namespace id
+    assert sender.matches(facts(sending_application="RISPLUS"))
+    assert not sender.matches(facts(sending_application="LAB"))
+    assert not sender.matches(facts(sending_facility="OTHERHOSP"))
+
+
+def test_default_rule_is_mandatory_and_last() -> None:
+    with pytest.raises(ValueError, match="default rule"):
+        Rules((Rule("radiology", ("ris",), label=("radiology_report",)),))
+    assert DEFAULT.is_default
+    assert route(facts(kind="dicom", label=None, confidence=None), Rules((DEFAULT,))).rule_name == "default"
+
+
+def test_decide_for_a_report_names_model_label_confidence_rule_destinations() -> None:
+    record = fixture_record("oru_r01_radiology.hl7", message_id="m-42")
+    extracted = extract_text(record)
+    classifier = FakeClassifier()
+    classification = classify(record, extracted, classifier)
+    assert classification == Classification("fake-doctype@0.0.1", "radiology_report", 0.92, False)
+    decision = decide(record, extracted, classification, load_rules(labels=DOCTYPE_LABELS))
+    assert decision.message_id == "m-42"
+    assert decision.kind == "hl7"
+    assert decision.message_type == "ORU^R01^ORU_R01"
+    assert (decision.model, decision.label, decision.confidence) == ("fake-doctype@0.0.1", "radiology_report", 0.92)
+    assert (decision.rule, decision.destinations) == ("radiology-reports", ["ris"])
+
+
+def test_decide_without_text_rests_on_the_message_type() -> None:
+    record = fixture_record("adt_a01.hl7")
+    extracted = extract_text(record)
+    classifier = FakeClassifier()
+    assert classify(record, extracted, classifier) is None
+    assert classifier.calls == []  # the model is not asked about an empty text
+    decision = decide(record, extracted, None, load_rules())
+    assert (decision.model, decision.label, decision.confidence) == (None, None, None)
+    assert (decision.rule, decision.destinations) == ("adt-events", ["ehr-adt"])
+    orders = decide(fixture_record("orm_o01.hl7"), ExtractedText("", [], "hl7apy"), None, load_rules())
+    assert (orders.rule, orders.destinations) == ("default", ["ehr-inbox"])
+
+
+@pytest.mark.parametrize(
+    ("text", "rule", "destinations"),
+    [
+        ("FINDINGS: clear. IMPRESSION: normal.", "radiology-reports", ["ris"]),
+        ("Discharged home after pneumonia.", "discharge-summaries", ["ehr-documents"]),
+        ("Patient seen today.", "clinical-notes", ["ehr-documents"]),  # progress_note at 0.55
+        ("unsure what this is", "below-model-threshold", ["review-queue"]),
+    ],
+)
+def test_shipped_rules(text: str, rule: str, destinations: list[str]) -> None:
+    record = record_from(f"MSH|^~\\&|RIS|GENHOSP|||20240101||ORU^R01^ORU_R01|1|P|2.5.1\rOBX|1|TX|||{text}\r")
+    extracted = extract_text(record)
+    decision = decide(record, extracted, classify(record, extracted, FakeClassifier()), load_rules())
+    assert (decision.rule, decision.destinations) == (rule, destinations)
+
+
+def test_low_confidence_rule_from_a_bound() -> None:
+    rules = parse_rules(
+        "rules:\n  - {name: low, max_confidence: 0.6, destinations: [review-queue]}\n"
+        "  - {name: default, destinations: [ehr-inbox]}\n"
+    )
+    record = record_from("MSH|^~\\&|A|B|||20240101||ORU^R01|1|P|2.5.1\rOBX|1|TX|||Patient seen today.\r")
+    extracted = extract_text(record)
+    decision = decide(record, extracted, classify(record, extracted, FakeClassifier()), rules)
+    assert (decision.rule, decision.label, decision.confidence) == ("low", "progress_note", 0.55)
+
+
+def test_classify_many_makes_one_predict_call_and_skips_empty_texts() -> None:
+    classifier = FakeClassifier()
+    texts = [
+        ExtractedText("IMPRESSION: ok", ["OBX-5"], "hl7apy"),
+        ExtractedText("", [], "hl7apy"),
+        ExtractedText("Discharged.", ["OBX-5"], "hl7apy"),
+    ]
+    results = classify_many(texts, classifier)
+    assert classifier.calls == [["IMPRESSION: ok", "Discharged."]]
+    assert [r.label if r else None for r in results] == ["radiology_report", None, "discharge_summary"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -31,10 +31,12 @@ class _JsonRecord:
     """JSON (de)serialisation shared by the record dataclasses; ``bytes`` fields go as base64."""
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)  # type: ignore[call-overload]
-        for key, value in data.items():
-            if isinstance(value, bytes):
-                data[key] = base64.b64encode(value).decode("ascii")
+        # Field by field rather than dataclasses.asdict: asdict deep-copies, and this runs per message
+        # on the listener's acknowledge path.
+        data = {}
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            data[f.name] = base64.b64encode(value).decode("ascii") if isinstance(value, bytes) else value
         return data
 
     def to_json(self) -> bytes:

@@ -26,11 +26,14 @@ def test_topics_created_idempotently(kafka: KafkaSettings) -> None:
 
 
 def test_durable_round_trip(kafka: KafkaSettings) -> None:
+    probe_topic = "medroute.harness-probe"  # not a medroute topic: consumers of those must not see it
+
     async def scenario() -> list[bytes]:
+        assert await ensure_topics(kafka, names=(probe_topic,)) == [probe_topic]
         producer = durable_producer(kafka)
         await producer.start()
         try:
-            meta = await producer.send_and_wait("audit.events", b'{"probe":1}', key=b"k")
+            meta = await producer.send_and_wait(probe_topic, b'{"probe":1}', key=b"k")
         finally:
             await producer.stop()
         reader = consumer(kafka)
@@ -38,7 +41,7 @@ def test_durable_round_trip(kafka: KafkaSettings) -> None:
         try:
             from aiokafka import TopicPartition
 
-            tp = TopicPartition("audit.events", meta.partition)
+            tp = TopicPartition(probe_topic, meta.partition)
             reader.assign([tp])
             reader.seek(tp, meta.offset)
             batch = await reader.getmany(tp, timeout_ms=5000)

@@ -1,0 +1,122 @@
+"""Text classification with a bundle's ONNX graph and ``tokenizers`` tokenizer (no torch, no sklearn).
+
+The graph takes ``input_ids`` and ``attention_mask`` (int64, [batch, seq]) and returns
+``probabilities`` ([batch, n_labels], the bundle's label order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from models.bundle import Bundle, BundleError, load_bundle
+from models.registry import find_bundle
+
+MODEL_FILE = "model.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+OUTPUT = "probabilities"
+BATCH_SIZE = 32
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    confidence: float
+    scores: dict[str, float]
+    below_threshold: bool  # confidence under the bundle's threshold for this label
+
+
+def providers() -> list[str]:
+    """CUDA first where this onnxruntime build has it; CPU always."""
+    available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+class TextClassifier:
+    """One loaded bundle. ``predict`` may be called from several threads (both runtimes allow it)."""
+
+    def __init__(self, bundle: Bundle, session: ort.InferenceSession, tokenizer: Tokenizer) -> None:
+        self.bundle = bundle
+        self.session = session
+        self.tokenizer = tokenizer
+        preprocessing = bundle.manifest["preprocessing"]
+        self.lowercase = bool(preprocessing.get("lowercase", False))
+        self.thresholds = np.array([bundle.threshold(label) for label in bundle.labels])
+
+    @classmethod
+    def load(cls, name_or_path: str | Path) -> TextClassifier:
+        bundle = load_bundle(find_bundle(str(name_or_path)))
+        if bundle.manifest["task"] != "text_classification" or bundle.manifest["input_kind"] != "text":
+            raise BundleError(f"{bundle.ref} is a {bundle.manifest['task']} model, not text_classification")
+        tokenizer = Tokenizer.from_file(str(bundle.file(TOKENIZER_FILE)))
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(int(bundle.manifest["preprocessing"]["max_length"]))
+        session = ort.InferenceSession(str(bundle.file(MODEL_FILE)), providers=providers())
+        width = session.get_outputs()[0].shape[-1]
+        if isinstance(width, int) and width != len(bundle.labels):
+            raise BundleError(f"{bundle.ref}: {MODEL_FILE} has {width} outputs for {len(bundle.labels)} labels")
+        return cls(bundle, session, tokenizer)
+
+    @property
+    def name(self) -> str:
+        return self.bundle.name
+
+    @property
+    def version(self) -> str:
+        return self.bundle.version
+
+    @property
+    def ref(self) -> str:
+        return self.bundle.ref
+
+    @property
+    def labels(self) -> list[str]:
+        return self.bundle.labels
+
+    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+        """One prediction per text, in order; an empty text gets the model's prior (its bias)."""
+        probabilities = self.predict_proba(texts)
+        best = probabilities.argmax(axis=1) if len(texts) else np.zeros(0, dtype=int)
+        labels = self.labels
+        return [
+            Prediction(
+                label=labels[k],
+                confidence=float(row[k]),
+                scores={label: float(p) for label, p in zip(labels, row, strict=True)},
+                below_threshold=bool(row[k] < self.thresholds[k]),
+            )
+            for row, k in zip(probabilities, best, strict=True)
+        ]
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Probabilities [len(texts), len(labels)] in label order."""
+        if isinstance(texts, str):
+            raise TypeError("predict takes a sequence of texts, not one string")
+        if self.lowercase:
+            texts = [text.lower() for text in texts]
+        ids = [encoding.ids for encoding in self.tokenizer.encode_batch(list(texts))]
+        out = np.zeros((len(ids), len(self.labels)), dtype=np.float32)
+        # Batches of similar length pad less; padding never changes a row's result.
+        order = sorted(range(len(ids)), key=lambda n: len(ids[n]))
+        for start in range(0, len(order), BATCH_SIZE):
+            rows = order[start : start + BATCH_SIZE]
+            input_ids, attention_mask = pad([ids[n] for n in rows])
+            feed = {"input_ids": input_ids, "attention_mask": attention_mask}
+            out[rows] = self.session.run([OUTPUT], feed)[0]
+        return out
+
+
+def pad(sequences: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Right-padded ``input_ids`` and ``attention_mask``; at least one column, so empty texts work."""
+    width = max([1, *map(len, sequences)])
+    input_ids = np.zeros((len(sequences), width), dtype=np.int64)
+    attention_mask = np.zeros((len(sequences), width), dtype=np.int64)
+    for row, seq in enumerate(sequences):
+        input_ids[row, : len(seq)] = seq
+        attention_mask[row, : len(seq)] = 1
+    return input_ids, attention_mask

@@ -21,6 +21,7 @@ from listeners.mllp.framing import Frame, FrameError, MllpDecoder, wrap
 from listeners.mllp.intake import LISTENER, Intake
 from listeners.mllp.settings import MllpSettings
 from listeners.sink import KafkaSink, RecordSink
+from medroute import eventloop
 from medroute.config import KafkaSettings, env_int, env_str
 from medroute.logs import configure_logging
 
@@ -201,5 +202,5 @@ def main() -> int:
     metrics_port = env_int("MEDROUTE_METRICS_PORT", 0)
     if metrics_port:
         metrics.start_metrics_server(metrics_port, env_str("MEDROUTE_METRICS_HOST", "127.0.0.1") or "127.0.0.1")
-    asyncio.run(serve())
+    eventloop.run(serve())
     return 0

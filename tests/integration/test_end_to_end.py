@@ -11,7 +11,6 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from listeners.mllp.client import MllpClient
-
 from medroute.config import AUDIT_EVENTS, HL7_INBOUND, ROUTING_DECISIONS, KafkaSettings
 from medroute.samples import SampleMessage, sample_messages
 from tests.integration.conftest import RunningListener

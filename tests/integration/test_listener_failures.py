@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from listeners.mllp.client import MllpClient
 
+from listeners.mllp.client import MllpClient
 from medroute.config import HL7_INBOUND, KafkaSettings
 from medroute.kafka.broker import LocalBroker, free_port
 from medroute.kafka.topics import ensure_topics

@@ -55,30 +55,33 @@ class BatchHandler:
         self.executor = executor
 
     async def handle(self, events: Sequence[EventT]) -> None:
-        outcomes: list[tuple[int, Outcome]] = []
+        # Each outcome is kept with its source partition and the identity the ledger knows it by.
+        outcomes: list[tuple[int, str, Outcome]] = []
         fresh: list[tuple[int, Hl7Record]] = []
         seen: set[str] = set()
         for event in events:
             partition = event.message.partition
             item = read_record(event.value)
-            if isinstance(item, Rejected):
-                outcomes.append((partition, item))
-            elif item.message_id in seen or item.message_id in self.ledger:
+            # An unreadable payload has no message id: its place in the topic identifies it.
+            identity = item.message_id or f"{event.message.topic}:{partition}:{event.message.offset}"
+            if identity in seen or identity in self.ledger:
                 metrics.DUPLICATES.inc()
-                log.info("duplicate_skipped", message=hash_id(item.message_id), partition=partition)
+                log.info("duplicate_skipped", message=hash_id(identity), partition=partition)
+                continue
+            seen.add(identity)
+            if isinstance(item, Rejected):
+                outcomes.append((partition, identity, item))
             else:
-                seen.add(item.message_id)
                 fresh.append((partition, item))
         if fresh:
             loop = asyncio.get_running_loop()
             decided = await loop.run_in_executor(self.executor, self.processor.process, [r for _, r in fresh])
-            outcomes.extend(zip((p for p, _ in fresh), decided, strict=True))
+            outcomes.extend((p, r.message_id, o) for (p, r), o in zip(fresh, decided, strict=True))
         if not outcomes:
             return
-        await self.publisher.publish([message for _, outcome in outcomes for message in messages_for(outcome)])
-        for partition, outcome in outcomes:
-            if outcome.message_id is not None:
-                self.ledger.mark(outcome.message_id, outcome, partition)
+        await self.publisher.publish([message for _, _, outcome in outcomes for message in messages_for(outcome)])
+        for partition, identity, outcome in outcomes:
+            self.ledger.mark(identity, outcome, partition)
             _observe(outcome)
 
 

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,7 @@ class Result:
     messages: int
     seconds: float
     latencies_ms: list[float]
+    cpu_ms_per_message: dict[str, float] | None = None  # process -> CPU time per message
 
     @property
     def rate(self) -> float:
@@ -92,11 +94,30 @@ async def _mllp(port: int, messages: list[bytes], connections: int, rate: float 
     return Result(name, connections, len(messages), elapsed, latencies)
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _with_cpu(run: Callable[[], Result], processes: dict[str, int]) -> Result:
+    """Run a measurement and record where the CPU went: the sender (this process) and ``processes``."""
+    before = {name: _cpu_seconds(pid) for name, pid in processes.items()}
+    before_sender = time.process_time()
+    result = run()
+    cpu = {name: _cpu_seconds(pid) - before[name] for name, pid in processes.items()}
+    cpu["sender"] = time.process_time() - before_sender
+    result.cpu_ms_per_message = {name: seconds * 1000 / result.messages for name, seconds in cpu.items()}
+    return result
+
+
 def _row(result: Result, reference: Result | None) -> str:
     ratio = f"{result.rate / reference.rate:.2f}" if reference else "1.00"
+    cpu = result.cpu_ms_per_message or {}
+    cpu_cells = " | ".join(f"{cpu[name]:.3f}" if name in cpu else "-" for name in ("listener", "broker", "sender"))
     return (
         f"| {result.name} | {result.connections} | {result.messages} | {result.rate:,.0f} | {ratio} "
-        f"| {statistics.median(result.latencies_ms):.2f} | {result.percentile(0.99):.2f} |"
+        f"| {statistics.median(result.latencies_ms):.2f} | {result.percentile(0.99):.2f} | {cpu_cells} |"
     )
 
 
@@ -142,14 +163,27 @@ def main(argv: list[str] | None = None) -> int:
         # (its send rate triples over that span), so measure only after that.
         eventloop.run(_raw_kafka(settings, payloads * (20_000 // len(payloads) + 1), 16))
         eventloop.run(_mllp(port, fresh(2000, "W-"), 16))
-        rows = ["| run | connections | messages | msg/s | ratio to raw | ACK p50 ms | ACK p99 ms |",
-                "|---|---|---|---|---|---|---|"]
+        rows = [
+            "| run | connections | messages | msg/s | ratio to raw | ACK p50 ms | ACK p99 ms "
+            "| CPU ms/msg listener | broker | sender |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        broker_pid = broker.pid() if broker is not None else None
+        broker_cpu = {"broker": broker_pid} if broker_pid else {}
         for connections in args.connections:
-            reference = eventloop.run(_raw_kafka(settings, payloads, connections))
-            measured = eventloop.run(_mllp(port, fresh(args.messages, f"B{connections}-"), connections))
+            reference = _with_cpu(lambda c=connections: eventloop.run(_raw_kafka(settings, payloads, c)), broker_cpu)
+            run_messages = fresh(args.messages, f"B{connections}-")
+            measured = _with_cpu(
+                lambda c=connections, m=run_messages: eventloop.run(_mllp(port, m, c)),
+                {"listener": listener.pid, **broker_cpu},
+            )
             rows += [_row(reference, None), _row(measured, reference)]
         paced_count = int(args.paced_rate * args.paced_seconds)
-        paced = eventloop.run(_mllp(port, fresh(paced_count, "P-"), 16, rate=args.paced_rate))
+        paced_messages = fresh(paced_count, "P-")
+        paced = _with_cpu(
+            lambda: eventloop.run(_mllp(port, paced_messages, 16, rate=args.paced_rate)),
+            {"listener": listener.pid, **broker_cpu},
+        )
         rows.append(_row(paced, None))
         print(f"# MLLP benchmark: {os.cpu_count()} CPUs, mean message {statistics.mean(map(len, messages)):.0f} B")
         print("\n".join(rows))

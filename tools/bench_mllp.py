@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import subprocess
@@ -72,10 +73,11 @@ async def _mllp(port: int, messages: list[bytes], connections: int, rate: float 
     latencies: list[float] = []
     interval = connections / rate if rate else 0.0
 
-    async def sender(share: list[bytes]) -> None:
+    async def sender(index: int, share: list[bytes]) -> None:
         client = MllpClient("127.0.0.1", port)
         await client.connect()
-        next_at = time.perf_counter()
+        # Paced senders are staggered: started together they would send in bursts of `connections`.
+        next_at = time.perf_counter() + interval * index / connections
         for message in share:
             if interval:
                 next_at += interval
@@ -88,16 +90,32 @@ async def _mllp(port: int, messages: list[bytes], connections: int, rate: float 
         await client.close()
 
     began = time.perf_counter()
-    await asyncio.gather(*(sender(messages[i::connections]) for i in range(connections)))
+    await asyncio.gather(*(sender(i, messages[i::connections]) for i in range(connections)))
     elapsed = time.perf_counter() - began
     name = f"MLLP paced {rate:.0f}/s" if rate else "MLLP commit-before-ACK"
     return Result(name, connections, len(messages), elapsed, latencies)
 
 
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time used so far by a process and its children (Linux /proc)."""
+    pids = [pid]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int(_stat(int(entry.name))[1]) == pid:
+                    pids.append(int(entry.name))
+            except (OSError, IndexError):  # a process that ended meanwhile
+                continue
+    total = 0
+    for each in pids:
+        with contextlib.suppress(OSError):
+            fields = _stat(each)
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _with_cpu(run: Callable[[], Result], processes: dict[str, int]) -> Result:
@@ -127,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--paced-rate", type=float, default=500.0)
     parser.add_argument("--paced-seconds", type=float, default=10.0)
+    parser.add_argument("--listener-processes", type=int, default=1, help="MEDROUTE_MLLP_PROCESSES")
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="medroute-bench-"))
@@ -140,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     asyncio.run(ensure_topics(settings))
     port = free_port()
     env = {**os.environ, "MEDROUTE_KAFKA_BOOTSTRAP": bootstrap, "MEDROUTE_MLLP_PORT": str(port),
-           "MEDROUTE_HOME": str(work), "MEDROUTE_LOG_LEVEL": "WARNING"}
+           "MEDROUTE_HOME": str(work), "MEDROUTE_LOG_LEVEL": "WARNING",
+           "MEDROUTE_MLLP_PROCESSES": str(args.listener_processes)}
     listener = subprocess.Popen([sys.executable, "-m", "listeners.mllp"], env=env,
                                 stdout=open(work / "listener.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
     try:
@@ -185,7 +205,10 @@ def main(argv: list[str] | None = None) -> int:
             {"listener": listener.pid, **broker_cpu},
         )
         rows.append(_row(paced, None))
-        print(f"# MLLP benchmark: {os.cpu_count()} CPUs, mean message {statistics.mean(map(len, messages)):.0f} B")
+        print(
+            f"# MLLP benchmark: {os.cpu_count()} CPUs, mean message {statistics.mean(map(len, messages)):.0f} B, "
+            f"{args.listener_processes} listener process(es)"
+        )
         print("\n".join(rows))
     finally:
         listener.terminate()

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import multiprocessing
 import signal
 from types import TracebackType
 
@@ -27,6 +29,7 @@ from medroute.logs import configure_logging
 
 log = structlog.get_logger("listeners.mllp")
 READ_SIZE = 256 * 1024
+PR_SET_PDEATHSIG = 1  # prctl option (Linux): the signal a process gets when its parent dies
 
 
 def _peer_name(writer: asyncio.StreamWriter) -> str:
@@ -70,6 +73,7 @@ class MllpServer:
             self.settings.port,
             ssl=self.settings.ssl_context(),
             backlog=256,
+            reuse_port=self.settings.processes > 1,
             limit=READ_SIZE,
         )
         self._port = self._server.sockets[0].getsockname()[1]
@@ -196,11 +200,36 @@ async def serve(
             await sink.stop()
 
 
-def main() -> int:
-    """Entry point of ``medroute listen mllp`` and ``python -m listeners.mllp``."""
+def _serve_in_child() -> None:
+    """A further listener process on the same port; it stops when its parent goes, however it goes."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     configure_logging("listener.mllp")
+    eventloop.run(serve())
+
+
+def main() -> int:
+    """Entry point of ``medroute listen mllp`` and ``python -m listeners.mllp``.
+
+    With ``MEDROUTE_MLLP_PROCESSES`` > 1 the further processes share the port through SO_REUSEPORT
+    and the kernel spreads connections over them. Each keeps its own duplicate window, so a resend
+    that arrives on a connection of another process is stored a second time (at-least-once still
+    holds; the worker decides a message id once). Only this first process serves the metrics port.
+    """
+    configure_logging("listener.mllp")
+    settings = MllpSettings()
     metrics_port = env_int("MEDROUTE_METRICS_PORT", 0)
     if metrics_port:
         metrics.start_metrics_server(metrics_port, env_str("MEDROUTE_METRICS_HOST", "127.0.0.1") or "127.0.0.1")
-    eventloop.run(serve())
+    spawn = multiprocessing.get_context("spawn")
+    children = [spawn.Process(target=_serve_in_child, daemon=True) for _ in range(settings.processes - 1)]
+    for child in children:
+        child.start()
+    try:
+        eventloop.run(serve(settings))
+    finally:
+        for child in children:
+            child.terminate()
+        for child in children:
+            child.join(settings.shutdown_grace)
     return 0

@@ -28,6 +28,8 @@ class MllpSettings:
     tls_key: str | None = field(default_factory=lambda: env_str("MEDROUTE_MLLP_TLS_KEY"))
     # With a CA bundle, clients must present a certificate it signed (mutual TLS).
     tls_ca: str | None = field(default_factory=lambda: env_str("MEDROUTE_MLLP_TLS_CA"))
+    # Processes sharing the port (SO_REUSEPORT): one event loop is bound to one core.
+    processes: int = field(default_factory=lambda: env_int("MEDROUTE_MLLP_PROCESSES", 1))
 
     def __post_init__(self) -> None:
         try:
@@ -36,6 +38,8 @@ class MllpSettings:
             raise SystemExit(f"MEDROUTE_MLLP_DEFAULT_CHARSET: {exc.detail}") from None
         if bool(self.tls_cert) != bool(self.tls_key):
             raise SystemExit("MEDROUTE_MLLP_TLS_CERT and MEDROUTE_MLLP_TLS_KEY must be set together")
+        if self.processes < 1:
+            raise SystemExit("MEDROUTE_MLLP_PROCESSES must be at least 1")
         if self.max_frame < 16:
             raise SystemExit("MEDROUTE_MLLP_MAX_FRAME is too small")
 

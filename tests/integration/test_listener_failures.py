@@ -142,3 +142,36 @@ def test_broker_down_means_no_positive_ack_and_recovery_without_restart(
     stored = {r["control_id"] for r in read_topic_sync(settings, HL7_INBOUND, timeout=10)}
     assert {m.control_id for m in before + after} <= stored
     # Nothing from the outage was acknowledged; whatever was stored of it was also answered negatively.
+
+
+def test_several_listener_processes_share_the_port_and_end_with_their_parent(
+    kafka: KafkaSettings, tmp_path: Path
+) -> None:
+    listener = start_listener(kafka.bootstrap_servers, str(tmp_path), MEDROUTE_MLLP_PROCESSES="2")
+    messages = sample_messages(64, seed=77, prefix="MP-")
+
+    async def send_all() -> list[str]:
+        async def one_connection(share: list[SampleMessage]) -> list[str]:
+            async with MllpClient("127.0.0.1", listener.port) as client:
+                return [parse_ack(await client.send(m.raw, timeout=30))[0] for m in share]
+
+        results = await asyncio.gather(*(one_connection(messages[i::8]) for i in range(8)))
+        return [code for codes in results for code in codes]
+
+    try:
+        assert asyncio.run(send_all()) == ["AA"] * len(messages)
+        parent = listener.process.process
+        assert parent is not None
+        children = [int(p) for p in Path(f"/proc/{parent.pid}/task/{parent.pid}/children").read_text().split()]
+        assert children, "no further listener process was started"
+        listener.process.kill9()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(Path(f"/proc/{c}").exists() for c in children):
+            time.sleep(0.1)
+        assert not any(Path(f"/proc/{c}").exists() for c in children), "a listener process outlived its parent"
+    finally:
+        listener.process.stop()
+    stored = read_topic_sync(
+        kafka, HL7_INBOUND, until=lambda rs: {m.control_id for m in messages} <= {r["control_id"] for r in rs}
+    )
+    assert {m.control_id for m in messages} <= {r["control_id"] for r in stored}

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import ctypes
 import multiprocessing
+import os
 import signal
 from types import TracebackType
 
@@ -200,10 +201,12 @@ async def serve(
             await sink.stop()
 
 
-def _serve_in_child() -> None:
+def _serve_in_child(parent_pid: int) -> None:
     """A further listener process on the same port; it stops when its parent goes, however it goes."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent_pid:  # the parent died before the line above took effect
+        return
     configure_logging("listener.mllp")
     eventloop.run(serve())
 
@@ -222,7 +225,9 @@ def main() -> int:
     if metrics_port:
         metrics.start_metrics_server(metrics_port, env_str("MEDROUTE_METRICS_HOST", "127.0.0.1") or "127.0.0.1")
     spawn = multiprocessing.get_context("spawn")
-    children = [spawn.Process(target=_serve_in_child, daemon=True) for _ in range(settings.processes - 1)]
+    children = [
+        spawn.Process(target=_serve_in_child, args=(os.getpid(),), daemon=True) for _ in range(settings.processes - 1)
+    ]
     for child in children:
         child.start()
     try:

@@ -5,6 +5,7 @@ The listener and the worker run as real child processes, as they do in productio
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from medroute.config import KafkaSettings
-from medroute.kafka.broker import free_port
+from medroute.kafka.broker import LocalBroker, free_port
+from medroute.kafka.topics import ensure_topics
 from tests.integration.processes import ChildProcess
 
 
@@ -58,3 +60,13 @@ def worker(kafka: KafkaSettings, tmp_path_factory: pytest.TempPathFactory) -> It
     ).start()
     yield child
     child.stop()
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[LocalBroker]:
+    """A broker of the test's own, so that stopping it disturbs no other test."""
+    broker = LocalBroker(data_dir=tmp_path / "kafka", port=free_port(), controller_port=free_port())
+    broker.start()
+    asyncio.run(ensure_topics(KafkaSettings(bootstrap=broker.bootstrap, partitions=2)))
+    yield broker
+    broker.stop()

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from listeners.mllp.client import MllpClient
 from medroute.config import HL7_INBOUND, KafkaSettings
 from medroute.kafka.broker import LocalBroker, free_port
-from medroute.kafka.topics import ensure_topics
 from medroute.samples import SampleMessage, sample_messages
 from tests.integration.conftest import start_listener
 from tests.integration.mllp_peers import parse_ack
@@ -84,16 +80,6 @@ def test_kill9_under_load_loses_no_acknowledged_message(kafka: KafkaSettings, tm
     assert not missing, f"{len(missing)} acknowledged messages are not on {HL7_INBOUND}"
 
 
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[LocalBroker]:
-    """A broker of this test's own, so that stopping it disturbs no other test."""
-    broker = LocalBroker(data_dir=tmp_path / "kafka", port=free_port(), controller_port=free_port())
-    broker.start()
-    asyncio.run(ensure_topics(KafkaSettings(bootstrap=broker.bootstrap, partitions=2)))
-    yield broker
-    broker.stop()
-
-
 def test_broker_down_means_no_positive_ack_and_recovery_without_restart(
     own_broker: LocalBroker, tmp_path: Path
 ) -> None:
@@ -144,11 +130,22 @@ def test_broker_down_means_no_positive_ack_and_recovery_without_restart(
     # Nothing from the outage was acknowledged; whatever was stored of it was also answered negatively.
 
 
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's exit status may never be collected in a container)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def test_several_listener_processes_share_the_port_and_end_with_their_parent(
     kafka: KafkaSettings, tmp_path: Path
 ) -> None:
     listener = start_listener(kafka.bootstrap_servers, str(tmp_path), MEDROUTE_MLLP_PROCESSES="2")
     messages = sample_messages(64, seed=77, prefix="MP-")
+    deadline = time.monotonic() + 60
+    while listener.process.log().count('"mllp.listening"') < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
 
     async def send_all() -> list[str]:
         async def one_connection(share: list[SampleMessage]) -> list[str]:
@@ -162,13 +159,18 @@ def test_several_listener_processes_share_the_port_and_end_with_their_parent(
         assert asyncio.run(send_all()) == ["AA"] * len(messages)
         parent = listener.process.process
         assert parent is not None
-        children = [int(p) for p in Path(f"/proc/{parent.pid}/task/{parent.pid}/children").read_text().split()]
-        assert children, "no further listener process was started"
+        children = [
+            int(pid)
+            for pid in Path(f"/proc/{parent.pid}/task/{parent.pid}/children").read_text().split()
+            # The listener processes, not multiprocessing's resource tracker.
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
+        assert len(children) == 1, "no further listener process was started"
         listener.process.kill9()
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and any(Path(f"/proc/{c}").exists() for c in children):
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and any(_running(c) for c in children):
             time.sleep(0.1)
-        assert not any(Path(f"/proc/{c}").exists() for c in children), "a listener process outlived its parent"
+        assert not any(_running(c) for c in children), "a listener process outlived its parent"
     finally:
         listener.process.stop()
     stored = read_topic_sync(

@@ -19,9 +19,8 @@ from listeners.mllp.server import MllpServer
 from listeners.mllp.settings import MllpSettings
 from listeners.sink import KafkaSink
 from medroute.config import HL7_INBOUND, KafkaSettings
-from medroute.kafka.broker import LocalBroker, free_port
-from medroute.kafka.topics import ensure_topics
-from tests.integration.conftest import RunningListener, start_listener
+from medroute.kafka.broker import LocalBroker
+from tests.integration.conftest import RunningListener
 from tests.integration.mllp_peers import mllp_send_file
 from tests.integration.test_mllp_bad_input import TopicCollector
 
@@ -29,10 +28,8 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "hl7"
 
 
 @pytest.fixture(scope="module")
-def listener(kafka: KafkaSettings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningListener]:
-    running = start_listener(kafka.bootstrap_servers, str(tmp_path_factory.mktemp("ack")))
-    yield running
-    running.process.stop()
+def listener(mllp_listener: RunningListener) -> RunningListener:
+    return mllp_listener
 
 
 @pytest.fixture(scope="module")
@@ -142,16 +139,6 @@ def test_independent_client_mllp_send(listener: RunningListener, inbound: TopicC
     assert acks == [("AA", control_id) for _, control_id, _ in messages]
     for _, control_id, _ in messages:
         inbound.wait_for(HL7_INBOUND, lambda r, c=control_id: r["control_id"] == c)
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[LocalBroker]:
-    """A broker of this test's own, so that stopping it disturbs no other test."""
-    broker = LocalBroker(data_dir=tmp_path / "kafka", port=free_port(), controller_port=free_port())
-    broker.start()
-    asyncio.run(ensure_topics(KafkaSettings(bootstrap=broker.bootstrap, partitions=2)))
-    yield broker
-    broker.stop()
 
 
 def test_kafka_down_gives_ar_207_fast_then_recovers_without_restart(own_broker: LocalBroker) -> None:

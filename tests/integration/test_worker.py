@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
-import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -20,9 +18,10 @@ from pathlib import Path
 import pytest
 
 from medroute.config import AUDIT_EVENTS, HL7_DEADLETTER, HL7_INBOUND, ROUTING_DECISIONS, KafkaSettings
-from medroute.kafka.client import consumer, durable_producer
+from medroute.kafka.client import durable_producer
 from medroute.records import Hl7Record
 from tests.integration.processes import ChildProcess
+from tests.integration.topic_reading import read_topic_sync
 from tests.unit.test_pipeline_support import fixture_record
 
 WORKER_MODULE = "pipeline"
@@ -57,30 +56,8 @@ def assert_stopped_cleanly(worker: ChildProcess) -> None:
 
 
 def read(kafka: KafkaSettings, topic: str, until: Callable[[list[dict]], bool], timeout: float = 120) -> list[dict]:
-    """Every JSON record on ``topic``, read again until ``until(records)`` holds or the time is up.
-
-    Subscribing without a group assigns every partition from the earliest offset.
-    """
-
-    async def scan() -> list[dict]:
-        reader = consumer(kafka, topic)
-        await reader.start()
-        try:
-            records: list[dict] = []
-            deadline = time.monotonic() + timeout
-            while True:
-                batches = await reader.getmany(timeout_ms=300)
-                for batch in batches.values():
-                    for message in batch:
-                        value = json.loads(message.value)
-                        value["_key"] = message.key.decode() if message.key else None
-                        records.append(value)
-                if not batches and (until(records) or time.monotonic() > deadline):
-                    return records
-        finally:
-            await reader.stop()
-
-    return asyncio.run(scan())
+    """Every JSON record on ``topic``, read again until ``until(records)`` holds or the time is up."""
+    return read_topic_sync(kafka, topic, until=until, timeout=timeout)
 
 
 def decisions_for(kafka: KafkaSettings, ids: set[str], expected: int, timeout: float = 120) -> list[dict]:

@@ -112,7 +112,8 @@ class Intake:
             sending_facility=header.sending_facility,
             receiving_application=header.receiving_application,
             receiving_facility=header.receiving_facility,
-            message_type=header.message_type,
+            # Stored with HL7's standard component separator, whatever the sender's delimiters.
+            message_type="^".join(header.message_type.split(header.delimiters.component)),
             control_id=header.control_id,
             version=header.version_id,
         )

@@ -84,6 +84,16 @@ async def test_valid_message_is_stored_then_acknowledged(sink: MemorySink) -> No
     assert sink.audit() == []  # the worker audits "receive" from the stored record, off the ACK path
 
 
+async def test_stored_message_type_uses_the_standard_component_separator(sink: MemorySink) -> None:
+    raw = (FIXTURES / "custom_delimiters.hl7").read_bytes()
+    async with MllpServer(settings(), sink) as server, MllpClient("127.0.0.1", server.port) as client:
+        assert parse_ack(await client.send(raw, timeout=5)).code == "AA"
+    ((_, value),) = sink.on(HL7_INBOUND)
+    record = Hl7Record.from_json(value)
+    assert record.raw == raw  # the raw bytes keep the sender's delimiters
+    assert record.message_type == "ORU^R01^ORU_R01"
+
+
 async def test_ack_only_after_put_returns(sink: MemorySink) -> None:
     sink.gate = asyncio.Event()
     async with MllpServer(settings(), sink) as server, MllpClient("127.0.0.1", server.port) as client:

@@ -8,26 +8,14 @@ each routing decision as it is published. Ctrl-C stops everything it started.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 from medroute.config import ROUTING_DECISIONS, KafkaSettings, env_int, home_dir
-
-
-def _wait_for_port(port: int, process: subprocess.Popen, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the listener exited (code {process.returncode}); see {home_dir() / 'logs'}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return
-        time.sleep(0.2)
-    raise SystemExit(f"the listener did not open port {port} within {timeout:.0f}s")
+from medroute.ports import wait_for_port
 
 
 def _spawn(name: str, module: str, env: dict[str, str]) -> subprocess.Popen:
@@ -94,7 +82,10 @@ def run_up(samples: int = 20, duration: float | None = None, keep_kafka: bool = 
     listener = _spawn("listener-mllp", "listeners.mllp", env)
     worker = _spawn("worker", "pipeline", env)
     try:
-        _wait_for_port(mllp_port, listener)
+        try:
+            wait_for_port(mllp_port, 60, listener)
+        except (RuntimeError, TimeoutError) as exc:
+            raise SystemExit(f"the MLLP listener did not start ({exc}); see {home_dir() / 'logs'}") from None
         print(f"MLLP listener on 127.0.0.1:{mllp_port}; worker started; logs in {home_dir() / 'logs'}", flush=True)
         if samples:
             print(f"sending {samples} sample HL7 messages ...", flush=True)

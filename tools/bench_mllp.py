@@ -27,9 +27,10 @@ from pathlib import Path
 from listeners.mllp.client import MllpClient
 from medroute import eventloop
 from medroute.config import HL7_INBOUND, KafkaSettings
-from medroute.kafka.broker import LocalBroker, free_port
+from medroute.kafka.broker import LocalBroker
 from medroute.kafka.client import durable_producer
 from medroute.kafka.topics import ensure_topics
+from medroute.ports import free_port, wait_for_port
 from medroute.samples import sample_messages
 
 
@@ -164,13 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     listener = subprocess.Popen([sys.executable, "-m", "listeners.mllp"], env=env,
                                 stdout=open(work / "listener.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                eventloop.run(_mllp(port, [], 1))
-                break
-            except OSError:
-                time.sleep(0.2)
+        wait_for_port(port, 30, listener)
         # Each run sends fresh control ids: a resent id would be answered by the duplicate window.
         def fresh(count: int, prefix: str) -> list[bytes]:
             return [m.raw for m in sample_messages(count, seed=11, prefix=prefix)]

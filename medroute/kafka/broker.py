@@ -11,7 +11,6 @@ import base64
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medroute.config import REPO_ROOT, env_str
+from medroute.ports import port_open
 
 KAFKA_DEPLOY_DIR = REPO_ROOT / "deploy" / "kafka"
 
@@ -44,20 +44,6 @@ def fetch_jars(quiet: bool = True) -> Path:
         cmd.insert(1, "-q")
     subprocess.run(cmd, check=True)
     return lib
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 @dataclass
@@ -156,14 +142,14 @@ class LocalBroker:
         return pid
 
     def is_serving(self) -> bool:
-        return self.pid() is not None and _port_open(self.port)
+        return self.pid() is not None and port_open(self.port)
 
     def start(self, timeout: float = 90.0) -> None:
         """Start the broker (formatting storage the first time) and wait until it serves."""
         if self.pid() is not None:
             self.wait_until_serving(timeout)
             return
-        if _port_open(self.port):
+        if port_open(self.port):
             raise BrokerError(f"port {self.port} is already taken by another process")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._write_properties()
@@ -184,7 +170,7 @@ class LocalBroker:
         while time.monotonic() < deadline:
             if self.pid() is None:
                 raise BrokerError(f"Kafka exited during start-up; see {self.log_file}")
-            if _port_open(self.port) and _metadata_ready(self.bootstrap):
+            if port_open(self.port) and _metadata_ready(self.bootstrap):
                 return
             time.sleep(0.3)
         raise BrokerError(f"Kafka did not serve on {self.bootstrap} within {timeout:.0f}s; see {self.log_file}")

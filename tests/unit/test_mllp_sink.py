@@ -10,7 +10,7 @@ from aiokafka.errors import KafkaConnectionError, OutOfOrderSequenceNumber
 
 from listeners.sink import KafkaSink, RecordSink, SinkUnavailable
 from medroute.config import KafkaSettings
-from medroute.kafka.broker import free_port
+from medroute.ports import free_port
 
 
 async def test_unreachable_broker_fails_fast_and_backs_off() -> None:

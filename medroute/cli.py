@@ -51,7 +51,10 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
-    from listeners.mllp.server import main
+    if args.protocol == "dicom":
+        from listeners.dicom.server import main
+    else:
+        from listeners.mllp.server import main
 
     return main() or 0
 
@@ -86,6 +89,20 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+# Verbs whose tools parse their own arguments: `medroute finetune ...` is `python -m tools.finetune ...`.
+TOOL_VERBS = {
+    "finetune": ("tools.finetune", "fine-tune a model on a labelled CSV (or image data) and export a bundle"),
+    "quantize": ("tools.quantize", "int8-quantize a bundle's ONNX graph and report the size and quality change"),
+    "evaluate": ("tools.evaluate", "evaluate a bundle on labelled data; JSON metrics, optional report plots"),
+}
+
+
+def run_tool(module: str, argv: Sequence[str]) -> int:
+    import importlib
+
+    return importlib.import_module(module).main(list(argv)) or 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medroute", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -112,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--timeout", type=float, default=None, help="stop after S seconds without a record")
 
     listen = verb("listen", cmd_listen, "run a listener")
-    listen.add_argument("protocol", choices=["mllp"])
+    listen.add_argument("protocol", choices=["mllp", "dicom"])
 
     verb("worker", cmd_worker, "run the classification worker (Faust)")
 
@@ -122,12 +139,18 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--host", default="127.0.0.1")
     send.add_argument("--port", type=int, default=None, help="default: MEDROUTE_MLLP_PORT or 2575")
 
+    for name, (_, help_text) in TOOL_VERBS.items():
+        verbs.add_parser(name, help=help_text, add_help=False)
+
     models = verb("models", cmd_models, "model bundles")
     models.add_argument("action", choices=["list"])
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in TOOL_VERBS:
+        return run_tool(TOOL_VERBS[argv[0]][0], argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)

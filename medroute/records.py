@@ -125,3 +125,32 @@ class DeadLetter(_JsonRecord):
     received_at: str = field(default_factory=utc_now)
     message_id: str = field(default_factory=new_id)
     schema: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True)
+class DicomRecord(_JsonRecord):
+    """A DICOM instance received over C-STORE: its metadata, and a claim check on the encrypted blob store.
+
+    The dataset itself stays out of Kafka (images run to hundreds of MB); ``blob`` names it in the
+    store (``sha256:<hex>`` of the exact bytes received, which ``medroute.blobstore`` verifies on read).
+    """
+
+    message_id: str  # one per receipt; a resent instance gets a new one
+    study_uid: str
+    series_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    modality: str
+    body_part: str
+    view_position: str
+    study_description: str
+    series_description: str
+    transfer_syntax: str
+    size: int  # bytes of the stored dataset
+    blob: str  # blob store reference, "sha256:<hex>"
+    calling_ae: str
+    called_ae: str
+    peer: str
+    received_at: str = field(default_factory=utc_now)
+    schema: int = SCHEMA_VERSION
+    kind: str = "dicom"

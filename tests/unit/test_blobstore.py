@@ -1,0 +1,94 @@
+"""The encrypted claim-check store: what is put comes back exactly, and nothing else does."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from medroute.blobstore import MAGIC, BlobError, BlobStore, key_from_env, parse_key, reference_of
+
+KEY = bytes(range(32))
+
+
+@pytest.fixture
+def store(tmp_path):
+    return BlobStore(tmp_path / "blobs", KEY)
+
+
+def test_put_get_round_trip_is_exact_and_encrypted(store):
+    data = b"DICM" + os.urandom(100_000)
+    reference = store.put(data)
+    assert reference == reference_of(data)
+    assert store.get(reference) == data
+    on_disk = store.path_of(reference).read_bytes()
+    assert on_disk.startswith(MAGIC)
+    assert data[:64] not in on_disk  # ciphertext, not the plaintext
+    assert stat.S_IMODE(store.path_of(reference).stat().st_mode) == 0o600
+
+
+def test_same_content_is_stored_once(store):
+    first = store.put(b"same bytes")
+    second = store.put(b"same bytes")
+    assert first == second
+    assert len([p for p in store.root.rglob("*") if p.is_file()]) == 1
+
+
+def test_wrong_key_fails_authentication(store, tmp_path):
+    reference = store.put(b"secret")
+    other = BlobStore(store.root, bytes(32))
+    with pytest.raises(BlobError, match="fails authentication"):
+        other.get(reference)
+
+
+def test_altered_or_moved_blob_is_refused(store):
+    one, two = store.put(b"one"), store.put(b"two")
+    path = store.path_of(one)
+    sealed = bytearray(path.read_bytes())
+    sealed[-1] ^= 0x01
+    path.write_bytes(bytes(sealed))
+    with pytest.raises(BlobError, match="fails authentication"):
+        store.get(one)
+    # A valid file copied under another reference does not decrypt there (the reference is bound in).
+    store.path_of(one).write_bytes(store.path_of(two).read_bytes())
+    with pytest.raises(BlobError, match="fails authentication"):
+        store.get(one)
+
+
+def test_missing_and_malformed_references(store):
+    with pytest.raises(BlobError, match="is not in"):
+        store.get(reference_of(b"never stored"))
+    for bad in ("md5:abc", "sha256:../../etc/passwd", "sha256:" + "G" * 64):
+        with pytest.raises(BlobError, match="not a blob reference"):
+            store.get(bad)
+
+
+def test_unwritable_root_raises_blob_error(tmp_path):
+    # A file where the store's directory should be: fails for root too, unlike a chmod.
+    root = tmp_path / "not-a-directory"
+    root.write_bytes(b"")
+    with pytest.raises(BlobError, match="cannot store blob"):
+        BlobStore(root, KEY).put(b"x")
+
+
+def test_keys_from_hex_base64_env_and_default_file(tmp_path, monkeypatch):
+    assert parse_key(KEY.hex()) == KEY
+    import base64
+
+    assert parse_key(base64.b64encode(KEY).decode()) == KEY
+    with pytest.raises(BlobError, match="32 bytes"):
+        parse_key("abcd")
+    monkeypatch.delenv("MEDROUTE_BLOB_KEY", raising=False)
+    monkeypatch.delenv("MEDROUTE_BLOB_KEY_FILE", raising=False)
+    monkeypatch.setenv("MEDROUTE_HOME", str(tmp_path))
+    created = key_from_env()
+    key_file = tmp_path / "secrets" / "blob.key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert key_from_env() == created  # created once, then reused
+    monkeypatch.setenv("MEDROUTE_BLOB_KEY", KEY.hex())
+    assert key_from_env() == KEY
+    monkeypatch.delenv("MEDROUTE_BLOB_KEY")
+    monkeypatch.setenv("MEDROUTE_BLOB_KEY_FILE", str(tmp_path / "absent.key"))
+    with pytest.raises(BlobError, match="cannot read the blob key file"):
+        key_from_env()  # a configured key file that is missing is an error, never silently created

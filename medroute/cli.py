@@ -94,6 +94,9 @@ TOOL_VERBS = {
     "finetune": ("tools.finetune", "fine-tune a model on a labelled CSV (or image data) and export a bundle"),
     "quantize": ("tools.quantize", "int8-quantize a bundle's ONNX graph and report the size and quality change"),
     "evaluate": ("tools.evaluate", "evaluate a bundle on labelled data; JSON metrics, optional report plots"),
+    "replay": ("tools.replay", "reclassify a topic range with another model version; `replay diff ID` compares"),
+    "promote": ("tools.promote", "switch running workers to another model version (audited)"),
+    "batch": ("tools.batch", "classify every file of a directory (no Kafka): JSONL + CSV results"),
 }
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gzip
 import itertools
 import os
 import shutil
@@ -62,6 +63,9 @@ class Config:
     header_bigrams: bool = True
     c: float = 3.0
     seed: int = 20240601
+    char_level: bool = False  # every CJK character its own token (Chinese has no spaces between words)
+    all_bigrams: bool = False  # bigrams of every adjacent token pair, not only of header tokens
+    class_weight: str | None = "balanced"
 
 
 @dataclass(frozen=True)
@@ -72,11 +76,12 @@ class Dataset:
 
 
 def read_csv(paths: Sequence[Path]) -> Dataset:
-    """Rows of ``id,text,label`` CSV files, concatenated."""
+    """Rows of ``id,text,label`` CSV files (optionally gzipped), concatenated."""
     texts: list[str] = []
     labels: list[str] = []
     for path in paths:
-        with path.open(encoding="utf-8", newline="") as stream:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt", encoding="utf-8", newline="") as stream:
             for row in csv.DictReader(stream):
                 texts.append(row["text"])
                 labels.append(row["label"])
@@ -87,6 +92,12 @@ def train_tokenizer(texts: Sequence[str], config: Config) -> Tokenizer:
     tokenizer = Tokenizer(models.WordLevel(unk_token=UNK))
     tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(Regex(r"\d"), "0")])
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    if config.char_level:
+        # Han, kana and hangul characters isolated one per token; other scripts stay whole words.
+        cjk = Regex(r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}]")
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Whitespace(), pre_tokenizers.Split(cjk, behavior="isolated")]
+        )
     trainer = trainers.WordLevelTrainer(min_frequency=config.min_frequency, special_tokens=[PAD, UNK])
     tokenizer.train_from_iterator(texts, trainer)
     return tokenizer  # untruncated: features keep the first max_length ids, as the runtime does
@@ -106,7 +117,8 @@ class TokenFeatures:
         vocab = tokenizer.get_vocab()
         self.vocab_size = tokenizer.get_vocab_size()
         self.special = {vocab[PAD], vocab[UNK]}
-        self.header = {index for token, index in vocab.items() if is_header_token(token)} - self.special
+        headers = vocab.items() if config.all_bigrams else ((t, i) for t, i in vocab.items() if is_header_token(t))
+        self.header = {index for _, index in headers} - self.special
         self.config = config
 
     def __call__(self, ids: Sequence[int]) -> list[str]:
@@ -138,7 +150,7 @@ class TrainedModel:
 def make_pipeline_for(tokenizer: Tokenizer, config: Config) -> Pipeline:
     return make_pipeline(
         TfidfVectorizer(analyzer=TokenFeatures(tokenizer, config), sublinear_tf=True, norm="l2"),
-        LogisticRegression(C=config.c, class_weight="balanced", max_iter=5000, random_state=config.seed),
+        LogisticRegression(C=config.c, class_weight=config.class_weight, max_iter=5000, random_state=config.seed),
     )
 
 
@@ -165,12 +177,17 @@ def scores(truth: Sequence[str], predicted: Sequence[str]) -> dict[str, float]:
     }
 
 
-def baselines(train_data: Dataset, dev: Dataset, seed: int) -> dict[str, dict[str, float]]:
-    """Plain TF-IDF + logistic regression on the same split: library defaults, and class-balanced."""
+def baselines(train_data: Dataset, dev: Dataset, config: Config) -> dict[str, dict[str, float]]:
+    """Plain TF-IDF + logistic regression on the same split: library defaults, and class-balanced.
+
+    Words for alphabetic text; character 1-3-grams for CJK text, where sklearn's word pattern would
+    take whole clauses as one "word".
+    """
     results = {}
     for name, weight in (("tfidf_logreg", None), ("tfidf_logreg_balanced", "balanced")):
+        vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(1, 3)) if config.char_level else TfidfVectorizer()
         model = make_pipeline(
-            TfidfVectorizer(), LogisticRegression(class_weight=weight, max_iter=5000, random_state=seed)
+            vectorizer, LogisticRegression(class_weight=weight, max_iter=5000, random_state=config.seed)
         )
         model.fit(train_data.texts, train_data.labels)
         results[name] = scores(dev.labels, model.predict(dev.texts))
@@ -289,6 +306,8 @@ def export_onnx(model: TrainedModel) -> onnx.ModelProto:
         node("Add", ["scaled", "bias"], ["logits"]),
         node("Softmax", ["logits"], [OUTPUT], axis=-1),
     ]
+    used = {name for n in nodes for name in n.input}
+    initializers = [tensor for tensor in initializers if tensor.name in used]  # e.g. bigram constants
     graph = helper.make_graph(
         nodes,
         "token_tfidf_logreg",
@@ -353,12 +372,19 @@ def build(
             "max_length": config.max_length,
             "truncation": "keep the first max_length tokens",
             "lowercase": False,
-            "tokenizer": "word-level, NFKC, digits replaced by 0, case kept (tokenizer.json)",
+            "tokenizer": (
+                "CJK characters one per token, other text word-level; NFKC, digits replaced by 0 (tokenizer.json)"
+                if config.char_level
+                else "word-level, NFKC, digits replaced by 0, case kept (tokenizer.json)"
+            ),
         },
         "training": {
             "data_sha256": train_data.sha256,
             "rows": len(train_data.texts),
-            "method": "token TF-IDF (tokens, first-position tokens, header bigrams) + logistic regression",
+            "method": (
+                f"token TF-IDF (tokens, first-position tokens, {'all' if config.all_bigrams else 'header'} bigrams)"
+                " + logistic regression"
+            ),
             "hyperparameters": asdict(config),
             "selected_by": "stratified cross-validation macro-F1 on the training rows (dev not used)",
             "seed": config.seed,
@@ -402,7 +428,7 @@ def build(
                 4,
             ),
         },
-        "baselines_dev": baselines(train_data, dev, config.seed),
+        "baselines_dev": baselines(train_data, dev, config),
         "onnx_vs_sklearn_max_abs_diff": float(f"{parity:.3g}"),
     }
     if cv_folds > 1:
@@ -426,6 +452,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--min-frequency", type=int, default=defaults.min_frequency)
     parser.add_argument("--prefix-tokens", type=int, default=defaults.prefix_tokens)
     parser.add_argument("--no-header-bigrams", dest="header_bigrams", action="store_false")
+    parser.add_argument(
+        "--char-level", action="store_true", help="CJK characters as tokens, bigrams of all adjacent tokens (Chinese)"
+    )
     parser.add_argument("--C", dest="c", type=float, default=defaults.c, help="inverse regularisation strength")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--cv-folds", type=int, default=5, help="report CV macro-F1 on train (0: skip)")
@@ -442,6 +471,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         header_bigrams=args.header_bigrams,
         c=args.c,
         seed=args.seed,
+        char_level=args.char_level,
+        all_bigrams=args.char_level,
     )
     build(
         read_csv(args.train),

@@ -17,7 +17,22 @@ ROUTING_DECISIONS = "routing.decisions"
 AUDIT_EVENTS = "audit.events"
 HL7_DEADLETTER = "hl7.deadletter"
 DICOM_DEADLETTER = "dicom.deadletter"
-ALL_TOPICS = (HL7_INBOUND, DICOM_INBOUND, ROUTING_DECISIONS, AUDIT_EVENTS, HL7_DEADLETTER, DICOM_DEADLETTER)
+# Replay (tools/replay): decisions of a rerun beside the live ones, and its checkpoints (compacted).
+ROUTING_DECISIONS_REPLAY = "routing.decisions.replay"
+REPLAY_CHECKPOINTS = "replay.checkpoints"
+# Model promotions (medroute promote): compacted, keyed by task; every worker reads all of it.
+CONTROL = "medroute.control"
+ALL_TOPICS = (
+    HL7_INBOUND,
+    DICOM_INBOUND,
+    ROUTING_DECISIONS,
+    AUDIT_EVENTS,
+    HL7_DEADLETTER,
+    DICOM_DEADLETTER,
+    ROUTING_DECISIONS_REPLAY,
+    REPLAY_CHECKPOINTS,
+    CONTROL,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

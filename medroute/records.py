@@ -97,6 +97,8 @@ class RoutingDecision(_JsonRecord):
     destinations: list[str]
     decided_at: str = field(default_factory=utc_now)
     replay_id: str | None = None
+    # Replayed decisions only: where the decided record sits, "topic:partition:offset".
+    source_offset: str | None = None
     schema: int = SCHEMA_VERSION
 
 
@@ -154,3 +156,16 @@ class DicomRecord(_JsonRecord):
     received_at: str = field(default_factory=utc_now)
     schema: int = SCHEMA_VERSION
     kind: str = "dicom"
+
+
+@dataclass(frozen=True)
+class ModelPromotion(_JsonRecord):
+    """A command on the control topic: workers switch the model of ``task`` to ``model`` (keyed by task)."""
+
+    task: str  # "text_classification" | "image_classification"
+    model: str  # "name@version"
+    by: str  # who promoted (operator name or account)
+    backfill_replay_id: str | None = None
+    at: str = field(default_factory=utc_now)
+    command_id: str = field(default_factory=new_id)
+    schema: int = SCHEMA_VERSION

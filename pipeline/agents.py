@@ -1,11 +1,13 @@
-"""The Faust agent on ``hl7.inbound``: thin glue around :mod:`pipeline.process`.
+"""The Faust agents on ``hl7.inbound`` and ``dicom.inbound``: thin glue around :mod:`pipeline.process`
+and :mod:`pipeline.imaging`. Both agents are one :class:`BatchHandler` over a different :class:`Feed`,
+with the same guarantees; each has its own worker thread and its own ``decided`` table.
 
 Per micro-batch (``MEDROUTE_BATCH_SIZE`` records or ``MEDROUTE_BATCH_MS``, whichever comes first):
 
 1. read each record; skip ids the ``decided`` table already holds (a redelivery) or that occur
    twice in the batch;
-2. extract, classify (one ``predict`` call) and decide in a worker thread, so the event loop keeps
-   heartbeating to Kafka while the model runs;
+2. extract (or fetch and decode the image), classify (one ``predict`` call) and decide in a worker
+   thread, so the event loop keeps heartbeating to Kafka while the model runs;
 3. publish decisions, dead letters and audit events and wait until Kafka has stored all of them;
 4. only then record the ids in the ``decided`` table;
 5. only then acknowledge the source events, so their offsets may be committed.
@@ -24,32 +26,55 @@ worker (exit status 1); systemd or Kubernetes restarts it and the batch is redel
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import faust
 import structlog
 from faust.types import AgentT, EventT, StreamT
 
-from medroute.config import HL7_INBOUND
+from medroute.config import DICOM_INBOUND, HL7_INBOUND
 from medroute.logs import hash_id
-from medroute.records import Hl7Record
 from pipeline import metrics
-from pipeline.ledger import DecidedTable, create_ledger
-from pipeline.process import Outcome, Processor, Rejected, read_record
+from pipeline.imaging import ImageProcessor, read_dicom_record
+from pipeline.ledger import DICOM_TABLE_NAME, TABLE_NAME, DecidedTable, create_ledger
+from pipeline.outcomes import Outcome, Rejected
+from pipeline.process import Processor, read_record
 from pipeline.publish import FaustPublisher, Publisher, messages_for
 
 log = structlog.get_logger(__name__)
 
 AGENT_NAME = "classify-hl7"
+DICOM_AGENT_NAME = "classify-dicom"
+
+
+@dataclass(frozen=True)
+class Feed:
+    """One inbound topic: how its payloads are read, and how a batch of records is decided."""
+
+    agent_name: str
+    topic: str
+    table_name: str
+    read: Callable[[bytes | None], Any]  # payload -> record (with a message_id) or Rejected
+    process: Callable[[Sequence[Any]], list[Outcome]]  # records -> outcomes, in order; runs in a thread
+
+
+def hl7_feed(processor: Processor) -> Feed:
+    return Feed(AGENT_NAME, HL7_INBOUND, TABLE_NAME, read_record, processor.process)
+
+
+def dicom_feed(processor: ImageProcessor) -> Feed:
+    return Feed(DICOM_AGENT_NAME, DICOM_INBOUND, DICOM_TABLE_NAME, read_dicom_record, processor.process)
 
 
 class BatchHandler:
     """Steps 1 to 4 of the module docstring for one micro-batch of events."""
 
-    def __init__(self, processor: Processor, publisher: Publisher, ledger: DecidedTable, executor: Executor) -> None:
-        self.processor = processor
+    def __init__(self, feed: Feed, publisher: Publisher, ledger: DecidedTable, executor: Executor) -> None:
+        self.feed = feed
         self.publisher = publisher
         self.ledger = ledger
         self.executor = executor
@@ -57,11 +82,11 @@ class BatchHandler:
     async def handle(self, events: Sequence[EventT]) -> None:
         # Each outcome is kept with its source partition and the identity the ledger knows it by.
         outcomes: list[tuple[int, str, Outcome]] = []
-        fresh: list[tuple[int, Hl7Record]] = []
+        fresh: list[tuple[int, Any]] = []
         seen: set[str] = set()
         for event in events:
             partition = event.message.partition
-            item = read_record(event.value)
+            item = self.feed.read(event.value)
             # An unreadable payload has no message id: its place in the topic identifies it.
             identity = item.message_id or f"{event.message.topic}:{partition}:{event.message.offset}"
             if identity in seen or identity in self.ledger:
@@ -75,7 +100,7 @@ class BatchHandler:
                 fresh.append((partition, item))
         if fresh:
             loop = asyncio.get_running_loop()
-            decided = await loop.run_in_executor(self.executor, self.processor.process, [r for _, r in fresh])
+            decided = await loop.run_in_executor(self.executor, self.feed.process, [r for _, r in fresh])
             outcomes.extend((p, r.message_id, o) for (p, r), o in zip(fresh, decided, strict=True))
         if not outcomes:
             return
@@ -115,24 +140,39 @@ def install(
     batch_seconds: float,
     publisher: Publisher | None = None,
 ) -> AgentT:
-    """Add the ``decided`` table and the agent to ``app``; returns the agent."""
-    ledger = create_ledger(app)
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="classify")
-    handler = BatchHandler(processor, publisher or FaustPublisher(app), ledger, executor)
-    inbound = app.topic(HL7_INBOUND, key_serializer="raw", value_serializer="raw")
+    """Add the ``decided`` table and the HL7 agent to ``app``; returns the agent."""
+    return install_feed(
+        app, hl7_feed(processor), batch_size=batch_size, batch_seconds=batch_seconds, publisher=publisher
+    )
 
-    @app.agent(inbound, name=AGENT_NAME)
-    async def classify_hl7(stream: StreamT) -> None:
+
+def install_feed(
+    app: faust.App,
+    feed: Feed,
+    *,
+    batch_size: int,
+    batch_seconds: float,
+    publisher: Publisher | None = None,
+) -> AgentT:
+    """Add the feed's table and agent to ``app``; returns the agent."""
+    ledger = create_ledger(app, feed.table_name)
+    # A thread per feed: a batch of large images being decoded does not hold up HL7 reports.
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=feed.agent_name)
+    handler = BatchHandler(feed, publisher or FaustPublisher(app), ledger, executor)
+    inbound = app.topic(feed.topic, key_serializer="raw", value_serializer="raw")
+
+    @app.agent(inbound, name=feed.agent_name)
+    async def classify(stream: StreamT) -> None:
         # noack_take: events are acknowledged here, after their batch is published and marked.
         async for events in stream.noack_take(batch_size, within=batch_seconds):
             try:
                 await handler.handle(events)
             except Exception as exc:
                 # Not one record's fault: stop without acknowledging, so the batch comes back.
-                log.error("batch_failed", error=type(exc).__name__, events=len(events))
+                log.error("batch_failed", agent=feed.agent_name, error=type(exc).__name__, events=len(events))
                 await app.crash(exc)
                 return
             for event in events:
                 await stream.ack(event)
 
-    return classify_hl7
+    return classify

@@ -57,10 +57,15 @@ def classify_many(extracted: Sequence[ExtractedText], classifier: TextModel) -> 
     if len(predictions) != len(with_text):
         raise RuntimeError(f"{classifier.ref} returned {len(predictions)} predictions for {len(with_text)} texts")
     for n, prediction in zip(with_text, predictions, strict=True):
-        results[n] = Classification(
-            model=classifier.ref,
-            label=prediction.label,
-            confidence=float(prediction.confidence),
-            below_threshold=bool(prediction.below_threshold),
-        )
+        results[n] = classification_of(classifier.ref, prediction)
     return results
+
+
+def classification_of(model: str, prediction: Prediction) -> Classification:
+    """A model's prediction as the pipeline records it (text and image models alike)."""
+    return Classification(
+        model=model,
+        label=prediction.label,
+        confidence=float(prediction.confidence),
+        below_threshold=bool(prediction.below_threshold),
+    )

@@ -7,6 +7,9 @@ partition p, and the worker that is given partition p after a rebalance is given
 This is what makes the check work: a duplicate of a message carries the same key (the patient
 identifier) as the original, so it arrives on the same partition as the original and finds the
 original's entry.
+
+Each inbound topic has its own table (``decided`` for ``hl7.inbound``, ``decided-dicom`` for
+``dicom.inbound``), so that changelog partition p always stands for partition p of one source topic.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from typing import Any
 
 import faust
 
-from pipeline.process import Decided, Outcome
+from pipeline.outcomes import Outcome, Rejected
 
 TABLE_NAME = "decided"
+DICOM_TABLE_NAME = "decided-dicom"
 
 
 class DecidedTable(faust.Table):
@@ -43,18 +47,16 @@ class DecidedTable(faust.Table):
         return super().partition_for_key(key)
 
 
-def create_ledger(app: faust.App) -> DecidedTable:
+def create_ledger(app: faust.App, name: str = TABLE_NAME) -> DecidedTable:
     # No value_type: a plain JSON object (a ``dict`` value_type breaks changelog recovery).
     schema = faust.Schema(key_type=str, key_serializer="json", value_serializer="json")
-    table = DecidedTable(
-        app, name=TABLE_NAME, beacon=app.tables.beacon, schema=schema, help="message ids already decided"
-    )
+    table = DecidedTable(app, name=name, beacon=app.tables.beacon, schema=schema, help="message ids already decided")
     app.tables.add(table)
     return table
 
 
 def entry_for(outcome: Outcome) -> dict[str, str]:
     """What the ledger keeps about a message id: the outcome, no PHI."""
-    if isinstance(outcome, Decided):
-        return {"outcome": "decision", "rule": outcome.decision.rule, "at": outcome.decision.decided_at}
-    return {"outcome": "deadletter", "reason": outcome.dead_letter.reason}
+    if isinstance(outcome, Rejected):
+        return {"outcome": "deadletter", "reason": outcome.dead_letter.reason}
+    return {"outcome": "decision", "rule": outcome.decision.rule, "at": outcome.decision.decided_at}

@@ -8,7 +8,7 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 
 CLASSIFIED = Counter("medroute_worker_classified", "Messages classified, by model and label", ["model", "label"])
 DECISIONS = Counter("medroute_worker_decisions", "Routing decisions published, by rule", ["rule"])
-DEAD_LETTERED = Counter("medroute_worker_dead_lettered", "Records sent to hl7.deadletter, by reason", ["reason"])
+DEAD_LETTERED = Counter("medroute_worker_dead_lettered", "Records dead-lettered by the worker, by reason", ["reason"])
 DUPLICATES = Counter("medroute_worker_duplicates", "Redelivered records recognised as already decided")
 PARSE_FALLBACKS = Counter("medroute_worker_parse_fallbacks", "Messages hl7apy could not parse (plain splitter used)")
 CLASSIFY_LATENCY = Histogram(

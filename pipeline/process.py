@@ -9,43 +9,18 @@ from __future__ import annotations
 import binascii
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import structlog
 
 from medroute.logs import hash_id
-from medroute.records import DeadLetter, Hl7Record, RoutingDecision
+from medroute.records import DeadLetter, Hl7Record
 from pipeline import metrics
-from pipeline.classify import Classification, TextModel, classify_many
+from pipeline.classify import TextModel, classify_many
 from pipeline.extract import ExtractedText, extract_text
+from pipeline.outcomes import Decided, Outcome, Rejected
 from pipeline.routing import Rules, decide
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class Decided:
-    record: Hl7Record
-    extracted: ExtractedText
-    classification: Classification | None
-    decision: RoutingDecision
-
-    @property
-    def message_id(self) -> str:
-        return self.record.message_id
-
-
-@dataclass(frozen=True)
-class Rejected:
-    dead_letter: DeadLetter
-    record: Hl7Record | None = None  # None when the payload was not a readable record at all
-
-    @property
-    def message_id(self) -> str | None:
-        return self.record.message_id if self.record else None
-
-
-Outcome = Decided | Rejected
 
 
 def read_record(payload: bytes | None) -> Hl7Record | Rejected:

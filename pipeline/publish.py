@@ -12,9 +12,9 @@ from typing import Protocol
 
 import faust
 
-from medroute.config import AUDIT_EVENTS, HL7_DEADLETTER, ROUTING_DECISIONS
+from medroute.config import AUDIT_EVENTS, ROUTING_DECISIONS
 from pipeline.audit import events_for
-from pipeline.process import Decided, Outcome
+from pipeline.outcomes import DEADLETTER_TOPICS, Outcome, Rejected
 
 
 @dataclass(frozen=True)
@@ -31,12 +31,12 @@ class Publisher(Protocol):
 
 def messages_for(outcome: Outcome) -> list[Outbound]:
     """The decision (or dead letter) and the audit events of one outcome, keyed by message id."""
-    if isinstance(outcome, Decided):
+    if isinstance(outcome, Rejected):
+        key = outcome.dead_letter.message_id.encode()
+        primary = Outbound(outcome.topic, key, outcome.dead_letter.to_json())
+    else:
         key = outcome.message_id.encode()
         primary = Outbound(ROUTING_DECISIONS, key, outcome.decision.to_json())
-    else:
-        key = outcome.dead_letter.message_id.encode()
-        primary = Outbound(HL7_DEADLETTER, key, outcome.dead_letter.to_json())
     return [primary, *(Outbound(AUDIT_EVENTS, key, event.to_json()) for event in events_for(outcome))]
 
 
@@ -46,7 +46,7 @@ class FaustPublisher:
     def __init__(self, app: faust.App) -> None:
         self._topics = {
             name: app.topic(name, key_serializer="raw", value_serializer="raw")
-            for name in (ROUTING_DECISIONS, AUDIT_EVENTS, HL7_DEADLETTER)
+            for name in (ROUTING_DECISIONS, AUDIT_EVENTS, *DEADLETTER_TOPICS.values())
         }
 
     async def publish(self, messages: Sequence[Outbound]) -> None:

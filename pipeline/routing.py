@@ -10,23 +10,30 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from fnmatch import fnmatchcase
 
-from medroute.records import Hl7Record, RoutingDecision
+from medroute.records import DicomRecord, Hl7Record, RoutingDecision
 from pipeline.classify import Classification
 from pipeline.extract import ExtractedText, component_separator, message_type
 
 
 @dataclass(frozen=True)
 class RouteFacts:
-    """What rules may look at: metadata of the item and, when it had text, its classification."""
+    """What rules may look at: metadata of the item and, when it was classified, its classification.
+
+    For DICOM, ``message_type`` is ``DICOM^<modality>``, ``sending_application`` the calling AE
+    title, ``sending_facility`` empty and ``has_text`` false; ``modality`` and ``body_part`` are
+    empty for HL7.
+    """
 
     kind: str
-    message_type: str  # MSH-9 with "^" separators
+    message_type: str  # MSH-9 with "^" separators; DICOM^CR for a CR image
     sending_application: str
     sending_facility: str
     has_text: bool
     label: str | None = None
     confidence: float | None = None
     below_threshold: bool | None = None
+    modality: str = ""  # (0008,0060), upper case
+    body_part: str = ""  # (0018,0015) Body Part Examined, upper case
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,8 @@ class Rule:
     has_text: bool | None = None
     sending_application: tuple[str, ...] | None = None  # globs on HD.1 or the whole field
     sending_facility: tuple[str, ...] | None = None
+    modality: tuple[str, ...] | None = None  # globs, case-insensitive: "CR", "D?"
+    body_part: tuple[str, ...] | None = None  # globs, case-insensitive: "CHEST", "*SPINE"
     line: int = 0  # where the rule starts in its file, for messages
 
     @property
@@ -64,6 +73,10 @@ class Rule:
         if self.below_threshold is not None and facts.below_threshold is not self.below_threshold:
             return False
         if self.has_text is not None and facts.has_text is not self.has_text:
+            return False
+        if self.modality is not None and not _glob_any(facts.modality.upper(), [p.upper() for p in self.modality]):
+            return False
+        if self.body_part is not None and not _glob_any(facts.body_part.upper(), [p.upper() for p in self.body_part]):
             return False
         return _hd_matches(facts.sending_application, self.sending_application) and _hd_matches(
             facts.sending_facility, self.sending_facility
@@ -114,11 +127,42 @@ def decide(
     record: Hl7Record, extracted: ExtractedText, classification: Classification | None, rules: Rules
 ) -> RoutingDecision:
     """The routing decision for one item; without text it rests on the message metadata alone."""
-    facts = facts_of(record, extracted, classification)
+    return _decision(record.message_id, facts_of(record, extracted, classification), classification, rules)
+
+
+def dicom_message_type(record: DicomRecord) -> str:
+    """``DICOM^<modality>`` (``DICOM^CR``), or ``DICOM`` when the modality is not given."""
+    modality = record.modality.strip().upper()
+    return f"DICOM^{modality}" if modality else "DICOM"
+
+
+def dicom_facts_of(record: DicomRecord, classification: Classification | None) -> RouteFacts:
+    return RouteFacts(
+        kind=record.kind,
+        message_type=dicom_message_type(record),
+        sending_application=record.calling_ae.strip(),
+        sending_facility="",
+        has_text=False,
+        label=classification.label if classification else None,
+        confidence=classification.confidence if classification else None,
+        below_threshold=classification.below_threshold if classification else None,
+        modality=record.modality.strip().upper(),
+        body_part=record.body_part.strip().upper(),
+    )
+
+
+def decide_dicom(record: DicomRecord, classification: Classification | None, rules: Rules) -> RoutingDecision:
+    """The routing decision for one image; without a classification it rests on the metadata alone."""
+    return _decision(record.message_id, dicom_facts_of(record, classification), classification, rules)
+
+
+def _decision(
+    message_id: str, facts: RouteFacts, classification: Classification | None, rules: Rules
+) -> RoutingDecision:
     result = route(facts, rules)
     return RoutingDecision(
-        message_id=record.message_id,
-        kind=record.kind,
+        message_id=message_id,
+        kind=facts.kind,
         message_type=facts.message_type,
         model=classification.model if classification else None,
         label=facts.label,

@@ -7,15 +7,21 @@ The file (``MEDROUTE_ROUTES``, default ``pipeline/routes.default.yaml``)::
         label: radiology_report       # conditions (all optional; all must hold):
         destinations: [ris]           # required, one or more names
 
-Conditions: ``kind`` (hl7 | dicom), ``message_type`` (glob such as ``ORU^R01*``), ``label``,
-``sending_application``, ``sending_facility`` (each one value or a list of alternatives),
-``min_confidence`` / ``max_confidence`` (0..1, inclusive), ``below_threshold`` and ``has_text``
-(true | false). The last rule must have no conditions: it is the default.
+Conditions: ``kind`` (hl7 | dicom), ``message_type`` (glob such as ``ORU^R01*`` or ``DICOM^CR``),
+``label``, ``sending_application`` (for DICOM: the calling AE title), ``sending_facility``,
+``modality`` and ``body_part`` (DICOM only; globs, case-insensitive) (each one value or a list of
+alternatives), ``min_confidence`` / ``max_confidence`` (0..1, inclusive), ``below_threshold`` and
+``has_text`` (true | false). The last rule must have no conditions: it is the default.
+
+Label names are checked against the labels of the models loaded for each kind: a rule limited to
+``kind: dicom`` against the image model's, a rule without ``kind`` against those of every loaded
+model. A kind without a model (``MEDROUTE_IMAGE_MODEL=none``) is not checked: its label rules
+cannot fire.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +34,7 @@ from pipeline.routing import CONDITIONS, Rule, Rules
 
 DEFAULT_ROUTES = Path(__file__).with_name("routes.default.yaml")
 KINDS = ("hl7", "dicom")
-_LIST_CONDITIONS = ("kind", "message_type", "label", "sending_application", "sending_facility")
+_LIST_CONDITIONS = ("kind", "message_type", "label", "sending_application", "sending_facility", "modality", "body_part")
 _BOOL_CONDITIONS = ("below_threshold", "has_text")
 _CONFIDENCE_CONDITIONS = ("min_confidence", "max_confidence")
 KEYS = ("name", "destinations", *CONDITIONS)
@@ -42,8 +48,15 @@ def routes_path() -> Path:
     return Path(env_str("MEDROUTE_ROUTES") or DEFAULT_ROUTES)
 
 
-def load_rules(path: str | Path | None = None, labels: Collection[str] | None = None) -> Rules:
-    """Read and check a rules file; ``labels``, when given, are the only labels a rule may name."""
+LabelSets = Mapping[str, Collection[str]] | Collection[str]
+
+
+def load_rules(path: str | Path | None = None, labels: LabelSets | None = None) -> Rules:
+    """Read and check a rules file; ``labels``, when given, are the only labels a rule may name.
+
+    ``labels`` maps a kind to the labels of the model loaded for it; a plain collection is the
+    labels of the HL7 text model.
+    """
     path = Path(path) if path is not None else routes_path()
     try:
         text = path.read_text(encoding="utf-8")
@@ -52,7 +65,7 @@ def load_rules(path: str | Path | None = None, labels: Collection[str] | None = 
     return parse_rules(text, str(path), labels)
 
 
-def parse_rules(text: str, source: str = "<rules>", labels: Collection[str] | None = None) -> Rules:
+def parse_rules(text: str, source: str = "<rules>", labels: LabelSets | None = None) -> Rules:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
@@ -65,9 +78,19 @@ def parse_rules(text: str, source: str = "<rules>", labels: Collection[str] | No
 
 
 class _Reader:
-    def __init__(self, source: str, labels: Collection[str] | None) -> None:
+    def __init__(self, source: str, labels: LabelSets | None) -> None:
         self.source = source
-        self.labels = labels
+        # A plain collection is the text model's labels (how the worker called this before images).
+        self.labels_by_kind = labels if labels is None or isinstance(labels, Mapping) else {"hl7": labels}
+
+    def known_labels(self, kinds: Collection[str] | None) -> set[str] | None:
+        """The labels a rule for ``kinds`` (None: any kind) may name; None when they are not checked."""
+        if self.labels_by_kind is None:
+            return None
+        checked = [kind for kind in (kinds or self.labels_by_kind) if kind in self.labels_by_kind]
+        if not checked:
+            return None
+        return {label for kind in checked for label in self.labels_by_kind[kind]}
 
     def error(self, node: Node | None, message: str) -> RulesError:
         line = node.start_mark.line + 1 if node is not None else 1
@@ -156,13 +179,14 @@ class _Reader:
         for kind in values.get("kind") or ():
             if kind not in KINDS:
                 raise self.error(entries["kind"][1], f"unknown kind {kind!r} in rule {name!r}; use one of {KINDS}")
-        if self.labels is not None:
+        known = self.known_labels(values.get("kind"))
+        if known is not None:
             for label in values.get("label") or ():
-                if label not in self.labels:
+                if label not in known:
                     raise self.error(
                         entries["label"][1],
                         f"rule {name!r} names label {label!r}, which the model "
-                        f"does not have; its labels are: {', '.join(sorted(self.labels))}",
+                        f"does not have; its labels are: {', '.join(sorted(known))}",
                     )
         low, high = values.get("min_confidence"), values.get("max_confidence")
         if low is not None and high is not None and low > high:

@@ -8,6 +8,9 @@ from pathlib import Path
 from medroute.config import env_int, env_str
 from pipeline.rules import routes_path
 
+DEFAULT_IMAGE_MODEL = "cxr-pneumonia"
+NO_MODEL = "none"
+
 
 def _positive(name: str, default: int, minimum: int) -> int:
     value = env_int(name, default)
@@ -19,6 +22,9 @@ def _positive(name: str, default: int, minimum: int) -> int:
 @dataclass(frozen=True)
 class WorkerSettings:
     text_model: str = field(default_factory=lambda: env_str("MEDROUTE_TEXT_MODEL", "doctype-en") or "doctype-en")
+    # Unset: the default bundle if it is installed, else metadata-only decisions for images;
+    # set: that bundle or the worker does not start; "none": metadata-only on purpose.
+    image_model_setting: str | None = field(default_factory=lambda: env_str("MEDROUTE_IMAGE_MODEL"))
     routes: Path = field(default_factory=routes_path)
     batch_size: int = field(default_factory=lambda: _positive("MEDROUTE_BATCH_SIZE", 16, 1))
     batch_ms: int = field(default_factory=lambda: _positive("MEDROUTE_BATCH_MS", 20, 1))
@@ -26,6 +32,17 @@ class WorkerSettings:
     web_port: int = field(default_factory=lambda: _positive("MEDROUTE_WORKER_WEB_PORT", 0, 0))  # 0: no Faust web
     metrics_port: int = field(default_factory=lambda: _positive("MEDROUTE_WORKER_METRICS_PORT", 0, 0))  # 0: off
     metrics_host: str = field(default_factory=lambda: env_str("MEDROUTE_METRICS_HOST", "127.0.0.1") or "127.0.0.1")
+
+    @property
+    def image_model(self) -> str | None:
+        """The image bundle to load (name, name@version or directory); None for metadata-only."""
+        setting = (self.image_model_setting or DEFAULT_IMAGE_MODEL).strip()
+        return None if setting.lower() == NO_MODEL else setting
+
+    @property
+    def image_model_required(self) -> bool:
+        """Whether a missing image bundle stops start-up (it was named explicitly)."""
+        return self.image_model_setting is not None
 
     @property
     def batch_seconds(self) -> float:

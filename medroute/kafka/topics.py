@@ -7,11 +7,16 @@ import contextlib
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from medroute.config import ALL_TOPICS, KafkaSettings
+from medroute.config import ALL_TOPICS, CONTROL, REPLAY_CHECKPOINTS, KafkaSettings
 from medroute.kafka.client import connection_kwargs
 
 # Records may carry a whole 16 MiB HL7 frame (base64 in JSON): allow them on every topic.
 TOPIC_CONFIG = {"max.message.bytes": str(32 * 1024 * 1024)}
+# Per-topic additions: only the latest checkpoint of each replay id matters, so compaction keeps it forever.
+TOPIC_OVERRIDES: dict[str, dict[str, str]] = {
+    REPLAY_CHECKPOINTS: {"cleanup.policy": "compact"},
+    CONTROL: {"cleanup.policy": "compact"},
+}
 
 
 async def ensure_topics(
@@ -29,7 +34,7 @@ async def ensure_topics(
                     name,
                     num_partitions=partitions or settings.partitions,
                     replication_factor=settings.replication,
-                    topic_configs=TOPIC_CONFIG,
+                    topic_configs={**TOPIC_CONFIG, **TOPIC_OVERRIDES.get(name, {})},
                 )
                 for name in missing
             ]

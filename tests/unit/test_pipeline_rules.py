@@ -9,6 +9,8 @@ import pytest
 from pipeline.rules import DEFAULT_ROUTES, RulesError, load_rules, parse_rules, routes_path
 from tests.unit.test_pipeline_support import DOCTYPE_LABELS
 
+CXR_LABELS = ["normal", "pneumonia"]
+
 GOOD = """\
 rules:
   - name: radiology
@@ -26,12 +28,17 @@ def error_of(text: str, labels: list[str] | None = None) -> str:
 
 
 def test_shipped_defaults_load_and_name_only_model_labels() -> None:
-    rules = load_rules(DEFAULT_ROUTES, labels=DOCTYPE_LABELS)
+    rules = load_rules(DEFAULT_ROUTES, labels={"hl7": DOCTYPE_LABELS, "dicom": CXR_LABELS})
     assert rules.rules[-1].is_default
     assert [r.name for r in rules.rules][-1] == "default"
-    named = {label for rule in rules.rules for label in rule.label or ()}
+    named = {label for rule in rules.rules if rule.kind != ("dicom",) for label in rule.label or ()}
     assert named <= set(DOCTYPE_LABELS)
+    image_labels = {label for rule in rules.rules if rule.kind == ("dicom",) for label in rule.label or ()}
+    assert image_labels == set(CXR_LABELS)
     assert rules.source == str(DEFAULT_ROUTES)
+    # The worker without an image model (MEDROUTE_IMAGE_MODEL=none) starts with the same file.
+    assert load_rules(DEFAULT_ROUTES, labels={"hl7": DOCTYPE_LABELS}).rules == rules.rules
+    assert load_rules(DEFAULT_ROUTES, labels=DOCTYPE_LABELS).rules == rules.rules
 
 
 def test_every_condition_is_read() -> None:
@@ -175,3 +182,30 @@ def test_labels_are_checked_against_the_model() -> None:
 def test_unreadable_file(tmp_path: Path) -> None:
     with pytest.raises(RulesError, match=r"missing\.yaml: cannot read"):
         load_rules(tmp_path / "missing.yaml")
+
+
+def test_dicom_conditions_are_read_and_image_labels_checked_by_kind() -> None:
+    text = """\
+rules:
+  - name: chest
+    kind: dicom
+    modality: [CR, dx]
+    body_part: "CHEST*"
+    label: pneumonia
+    destinations: [radiologist-priority, pacs]
+  - name: reports
+    kind: hl7
+    label: letter
+    destinations: [ehr]
+  - name: default
+    destinations: [pacs]
+"""
+    rules = parse_rules(text, "routes.yaml", {"hl7": DOCTYPE_LABELS, "dicom": CXR_LABELS})
+    assert (rules.rules[0].modality, rules.rules[0].body_part) == (("CR", "dx"), ("CHEST*",))
+    # An image label on an HL7 rule, and a text label on a DICOM rule, are mistakes.
+    message = error_of(text.replace("label: letter", "label: pneumonia"), {"hl7": DOCTYPE_LABELS, "dicom": CXR_LABELS})
+    assert message.startswith("routes.yaml:10: ") and "'pneumonia'" in message and "letter" in message
+    message = error_of(text.replace("label: pneumonia", "label: letter"), {"hl7": DOCTYPE_LABELS, "dicom": CXR_LABELS})
+    assert message.startswith("routes.yaml:6: ") and "normal, pneumonia" in message
+    # Without an image model the DICOM rules' labels are not checked (they cannot fire).
+    assert parse_rules(text, "routes.yaml", {"hl7": DOCTYPE_LABELS}).rules[0].label == ("pneumonia",)

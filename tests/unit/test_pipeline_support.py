@@ -1,12 +1,16 @@
-"""Helpers for the pipeline tests (no tests here): records as the listener stores them, a fake model."""
+"""Helpers for the pipeline tests (no tests here): records as the listeners store them, fake models."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from io import BytesIO
 from pathlib import Path
 
-from medroute.records import Hl7Record
+import numpy as np
+import pydicom
+
+from medroute.records import DicomRecord, Hl7Record
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "hl7"
 DOCTYPE_LABELS = [
@@ -91,3 +95,96 @@ class FakeClassifier:
         else:
             label, confidence = "progress_note", 0.55
         return FakePrediction(label, confidence, {label: confidence}, confidence < self.threshold)
+
+
+CXR_LABELS = ["normal", "pneumonia"]
+
+
+def dicom_record(data: bytes, blob: str, message_id: str = "img-1", **overrides: str) -> DicomRecord:
+    """A ``DicomRecord`` as the DICOM listener would store it, metadata read from the dataset."""
+    ds = pydicom.dcmread(BytesIO(data), stop_before_pixels=True)
+    values = {
+        "message_id": message_id,
+        "study_uid": str(ds.get("StudyInstanceUID", "")),
+        "series_uid": str(ds.get("SeriesInstanceUID", "")),
+        "sop_instance_uid": str(ds.get("SOPInstanceUID", "")),
+        "sop_class_uid": str(ds.get("SOPClassUID", "")),
+        "modality": str(ds.get("Modality", "")),
+        "body_part": str(ds.get("BodyPartExamined", "")),
+        "view_position": str(ds.get("ViewPosition", "")),
+        "study_description": str(ds.get("StudyDescription", "")),
+        "series_description": str(ds.get("SeriesDescription", "")),
+        "transfer_syntax": str(ds.file_meta.TransferSyntaxUID),
+        "size": len(data),
+        "blob": blob,
+        "calling_ae": "MODALITY1",
+        "called_ae": "MEDROUTE",
+        "peer": "10.0.0.9:104",
+        "received_at": "2024-03-02T10:15:00.000000+00:00",
+    }
+    return DicomRecord(**{**values, **overrides})
+
+
+@dataclass
+class FakeImageClassifier:
+    """Answers from a list, in turn; remembers each ``predict`` call's images."""
+
+    answers: list[tuple[str, float]] = field(default_factory=lambda: [("pneumonia", 0.9)])
+    name: str = "fake-cxr"
+    version: str = "0.0.1"
+    labels: list[str] = field(default_factory=lambda: list(CXR_LABELS))
+    threshold: float = 0.6
+    calls: list[list[np.ndarray]] = field(default_factory=list)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[FakePrediction]:
+        self.calls.append(list(images))
+        answers = [self.answers[n % len(self.answers)] for n in range(len(images))]
+        return [FakePrediction(label, c, {label: c}, c < self.threshold) for label, c in answers]
+
+
+def build_tiny_image_bundle(directory: Path, name: str = "cxr-pneumonia", version: str = "0.0.1-test") -> Path:
+    """A real image bundle for ``models.image.ImageClassifier``: P(pneumonia) is the mean brightness.
+
+    The ONNX graph takes ``image`` [batch, 1, 8, 8] and returns ``probabilities`` [batch, 2].
+    """
+    from onnx import TensorProto, helper, save_model  # build-time dependency (the train extra)
+
+    from models.bundle import write_manifest
+
+    directory.mkdir(parents=True, exist_ok=True)
+    nodes = [
+        helper.make_node("ReduceMean", ["image"], ["mean"], axes=[1, 2, 3], keepdims=0),
+        helper.make_node("Unsqueeze", ["mean", "axis1"], ["p"]),
+        helper.make_node("Sub", ["one", "p"], ["q"]),
+        helper.make_node("Concat", ["q", "p"], ["probabilities"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "mean-brightness",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 1, 8, 8])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 2])],
+        initializer=[
+            helper.make_tensor("axis1", TensorProto.INT64, [1], [1]),
+            helper.make_tensor("one", TensorProto.FLOAT, [], [1.0]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    save_model(model, str(directory / "model.onnx"))
+    write_manifest(
+        directory,
+        {
+            "name": name,
+            "version": version,
+            "task": "image_classification",
+            "input_kind": "image",
+            "labels": list(CXR_LABELS),
+            "default_threshold": 0.5,
+            "preprocessing": {"size": 8, "channels": 1},
+        },
+    )
+    return directory

@@ -11,8 +11,11 @@ import faust
 import pytest
 
 from medroute.config import REPO_ROOT, KafkaSettings
+from models.registry import list_bundles
 from pipeline.app import APP_ID, broker_credentials, create_app
 from pipeline.settings import WorkerSettings
+from pipeline.worker import StartupError, load_image_classifier
+from tests.unit.test_pipeline_support import build_tiny_image_bundle
 
 
 def test_invalid_rules_stop_start_up_with_the_line(tmp_path: Path) -> None:
@@ -71,3 +74,39 @@ def test_tls_and_sasl_reach_faust() -> None:
     assert sasl.protocol.value == "SASL_PLAINTEXT"
     tls = broker_credentials(KafkaSettings(bootstrap="k:9093", security_protocol="SSL"))
     assert isinstance(tls, faust.SSLCredentials)
+
+
+def test_an_image_model_that_is_named_but_not_installed_stops_start_up(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT),
+        "MEDROUTE_IMAGE_MODEL": "cxr-nonexistent",
+        "MEDROUTE_KAFKA_BOOTSTRAP": "127.0.0.1:1",
+        "MEDROUTE_HOME": str(tmp_path),
+        "MEDROUTE_MODELS_DIR": str(tmp_path / "models"),
+    }
+    done = subprocess.run([sys.executable, "-m", "pipeline"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "cannot load image model 'cxr-nonexistent' (MEDROUTE_IMAGE_MODEL)" in done.stderr
+
+
+def test_image_model_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEDROUTE_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.delenv("MEDROUTE_IMAGE_MODEL", raising=False)
+    settings = WorkerSettings()
+    assert (settings.image_model, settings.image_model_required) == ("cxr-pneumonia", False)
+    if not any(bundle.name == "cxr-pneumonia" for bundle in list_bundles()):
+        assert load_image_classifier(settings) is None  # not installed: metadata-only, no failure
+
+    monkeypatch.setenv("MEDROUTE_IMAGE_MODEL", "None")
+    assert WorkerSettings().image_model is None and load_image_classifier(WorkerSettings()) is None
+
+    build_tiny_image_bundle(tmp_path / "models" / "cxr-pneumonia", version="9.9.9")
+    monkeypatch.setenv("MEDROUTE_IMAGE_MODEL", "cxr-pneumonia@9.9.9")
+    classifier = load_image_classifier(WorkerSettings())
+    assert classifier is not None and classifier.ref == "cxr-pneumonia@9.9.9"
+    assert classifier.labels == ["normal", "pneumonia"]
+
+    monkeypatch.setenv("MEDROUTE_IMAGE_MODEL", "doctype-en")  # a bundle, but not an image model
+    with pytest.raises(StartupError, match="cannot load image model 'doctype-en'"):
+        load_image_classifier(WorkerSettings())

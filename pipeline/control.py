@@ -52,7 +52,7 @@ async def read_promotions(settings: KafkaSettings) -> tuple[dict[str, ModelPromo
         partitions = list(reader.assignment())
         ends = await reader.end_offsets(partitions)
         latest: dict[str, ModelPromotion] = {}
-        while any(await reader.position(tp) < end for tp, end in ends.items()):
+        while [tp for tp, end in ends.items() if await reader.position(tp) < end]:
             for records in (await reader.getmany(timeout_ms=1000)).values():
                 for record in records:
                     promotion = parse(record.value)

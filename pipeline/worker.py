@@ -9,22 +9,29 @@ it is installed; otherwise (or with ``none``) images are decided on their metada
 
 from __future__ import annotations
 
+import asyncio
 import sys
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 
 import faust
 import structlog
+from aiokafka import TopicPartition
 
 from medroute.blobstore import BlobError, BlobStore
-from medroute.config import KafkaSettings
+from medroute.config import CONTROL, KafkaSettings
+from medroute.kafka.topics import ensure_topics
 from medroute.logs import configure_logging
+from medroute.records import ModelPromotion
 from pipeline import metrics
 from pipeline.agents import dicom_feed, install, install_feed
 from pipeline.app import create_app
 from pipeline.classify import TextModel
+from pipeline.control import ModelSlot, PromotionFollower, read_promotions
 from pipeline.imaging import BlobSource, ImageModel, ImageProcessor
 from pipeline.pixels import silence_pydicom
 from pipeline.process import Processor
+from pipeline.publish import FaustPublisher
 from pipeline.routing import Rules
 from pipeline.rules import RulesError, load_rules
 from pipeline.settings import WorkerSettings
@@ -32,6 +39,8 @@ from pipeline.settings import WorkerSettings
 log = structlog.get_logger(__name__)
 
 EXIT_CONFIG = 2
+TEXT_TASK, IMAGE_TASK = "text_classification", "image_classification"
+ControlOffsets = dict[TopicPartition, int]
 
 
 def load_classifier(name_or_path: str) -> TextModel:
@@ -98,13 +107,80 @@ def load_startup(settings: WorkerSettings) -> Startup:
     return Startup(classifier, image_classifier, rules, blobs)
 
 
-def build(kafka: KafkaSettings, settings: WorkerSettings, startup: Startup) -> faust.App:
+def apply_startup_promotions(settings: WorkerSettings, promotions: dict[str, ModelPromotion]) -> WorkerSettings:
+    """Settings with the models that the latest promotions name (they outrank the environment)."""
+    text = promotions.get(TEXT_TASK)
+    image = promotions.get(IMAGE_TASK)
+    changes = {}
+    if text is not None:
+        changes["text_model"] = text.model
+    if image is not None:
+        changes["image_model_setting"] = image.model  # named, so it must load
+    if changes:
+        log.info("promoted_models_at_start", **{key: str(value) for key, value in changes.items()})
+    return replace(settings, **changes)
+
+
+def model_slots(
+    settings: WorkerSettings, startup: Startup, texts: Processor, images: ImageProcessor
+) -> list[ModelSlot]:
+    """The two swappable models; a candidate is loaded and checked against the rules before the swap."""
+
+    def checked(kind: str, model: TextModel | ImageModel) -> TextModel | ImageModel:
+        labels = {"hl7": texts.classifier.labels, kind: model.labels}
+        if images.classifier is not None and kind != "dicom":
+            labels["dicom"] = images.classifier.labels
+        load_rules(settings.routes, labels=labels)  # rules naming labels the model lacks: refused
+        return model
+
+    def load_image(ref: str) -> ImageModel:
+        from models.image import ImageClassifier
+
+        return checked("dicom", ImageClassifier.load(ref))
+
+    slots = [
+        ModelSlot(
+            TEXT_TASK,
+            startup.classifier.ref,
+            lambda ref: checked("hl7", load_classifier(ref)),
+            lambda model: setattr(texts, "classifier", model),
+        )
+    ]
+    slots.append(
+        ModelSlot(
+            IMAGE_TASK,
+            startup.image_classifier.ref if startup.image_classifier else "none",
+            load_image,
+            lambda model: setattr(images, "classifier", model),
+        )
+    )
+    return slots
+
+
+def build(
+    kafka: KafkaSettings, settings: WorkerSettings, startup: Startup, control_offsets: ControlOffsets | None = None
+) -> faust.App:
     app = create_app(kafka, settings)
     batching = {"batch_size": settings.batch_size, "batch_seconds": settings.batch_seconds}
-    install(app, Processor(startup.classifier, startup.rules), **batching)
+    texts = Processor(startup.classifier, startup.rules)
+    install(app, texts, **batching)
     images = ImageProcessor(startup.image_classifier, startup.rules, startup.blobs)
     install_feed(app, dicom_feed(images), **batching)
+    if control_offsets is not None:
+        slots = model_slots(settings, startup, texts, images)
+        follower = PromotionFollower(slots, FaustPublisher(app), ThreadPoolExecutor(1, thread_name_prefix="promote"))
+
+        @app.task
+        async def follow_promotions() -> None:
+            await follower.follow(kafka, control_offsets)
+
     return app
+
+
+async def read_control(kafka: KafkaSettings) -> tuple[dict[str, ModelPromotion], ControlOffsets]:
+    """The latest promotions, and where to follow the control topic from (created if missing)."""
+    await ensure_topics(kafka)
+    return await asyncio.wait_for(read_promotions(kafka), timeout=60)
 
 
 def main() -> int:
@@ -118,7 +194,19 @@ def main() -> int:
         log.error("startup_refused", error=str(exc))
         print(f"medroute worker: {exc}", file=sys.stderr, flush=True)
         return EXIT_CONFIG
-    app = build(kafka, settings, startup)
+    try:
+        promotions, control_offsets = asyncio.run(read_control(kafka))
+    except Exception as exc:  # Kafka unreachable: the same exit as Faust's own failure to connect
+        log.error("control_topic_unreadable", error=type(exc).__name__)
+        print(f"medroute worker: cannot read {CONTROL} from {kafka.bootstrap_servers}: {exc}", file=sys.stderr)
+        return 1
+    promoted = apply_startup_promotions(settings, promotions)
+    if promoted != settings:
+        try:
+            startup = load_startup(promoted)
+        except StartupError as exc:  # this host lacks the promoted bundle: run as configured, loudly
+            log.error("promotion_not_followed_at_start", error=str(exc))
+    app = build(kafka, settings, startup, control_offsets)
     if settings.metrics_port:
         metrics.start_metrics_server(settings.metrics_port, settings.metrics_host)
     log.info(

@@ -1,0 +1,5 @@
+import sys
+
+from tools.replay import main
+
+sys.exit(main())

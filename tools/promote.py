@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = KafkaSettings()
     backfilled = None
     if args.backfill:
-        from tools.replay_backfill import backfill
+        from tools.replay.backfill import backfill
 
         backfilled = asyncio.run(backfill(settings, args.backfill))
     asyncio.run(publish(settings, promotion, backfilled))

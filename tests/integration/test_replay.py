@@ -329,6 +329,27 @@ def test_diff_counts_match_a_direct_count_of_both_topics(
     assert f"compared {len(both)}" in stdout
 
 
+def test_backfill_publishes_exactly_the_changed_decisions_to_the_live_topic(
+    kafka: KafkaSettings, time_replay: TimeReplay, live_decisions: dict
+):
+    from tools.replay.backfill import backfill
+
+    ids = {s.record.message_id for s in time_replay.expected}
+    live = {d["message_id"]: d for d in read_committed_topic(kafka, ROUTING_DECISIONS) if d["message_id"] in ids}
+    replay = {d["message_id"]: d for d in replay_decisions(kafka, time_replay.replay_id)}
+    def routed(decision: dict) -> tuple:
+        return decision["label"], sorted(decision["destinations"])
+
+    changed = {m for m in live.keys() & replay.keys() if routed(live[m]) != routed(replay[m])}
+    assert changed
+
+    assert asyncio.run(backfill(kafka, time_replay.replay_id)) == len(changed)
+    after = [d for d in read_committed_topic(kafka, ROUTING_DECISIONS) if d["message_id"] in ids]
+    backfilled = [d for d in after if d.get("replay_id") == time_replay.replay_id]
+    assert sorted(d["message_id"] for d in backfilled) == sorted(changed)
+    assert all(d["model"] == NEW_MODEL or d["model"] is None for d in backfilled)
+
+
 def test_replay_topics_exist_with_a_compacted_checkpoint_topic(kafka: KafkaSettings, time_replay: TimeReplay):
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType

@@ -1,7 +1,8 @@
 """``medroute up``: the whole slice on one machine, for a first look and for demos.
 
 Starts the local Kafka broker (unless ``MEDROUTE_KAFKA_BOOTSTRAP`` names a cluster), creates the
-topics, runs the MLLP listener and the worker as child processes, sends sample traffic, and prints
+topics, runs the MLLP and DICOM listeners and the worker as child processes, sends sample traffic
+(HL7 messages and the sample images that ship with pydicom), and prints
 each routing decision as it is published. Ctrl-C stops everything it started.
 """
 
@@ -60,6 +61,15 @@ async def _print_decisions(settings: KafkaSettings, duration: float | None) -> N
         await reader.stop()
 
 
+def _send_sample_images(port: int) -> None:
+    from medroute.config import env_str
+    from medroute.dicom_sending import sample_dicom_files, send_dicom
+
+    files = sample_dicom_files()
+    print(f"sending {len(files)} sample DICOM images ...", flush=True)
+    send_dicom(files, "127.0.0.1", port, env_str("MEDROUTE_DICOM_AE_TITLE", "MEDROUTE") or "MEDROUTE")
+
+
 def run_up(samples: int = 20, duration: float | None = None, keep_kafka: bool = False) -> int:
     from medroute.kafka.topics import ensure_topics
     from medroute.logs import configure_logging
@@ -79,23 +89,34 @@ def run_up(samples: int = 20, duration: float | None = None, keep_kafka: bool = 
 
     env = {**os.environ, "MEDROUTE_KAFKA_BOOTSTRAP": settings.bootstrap_servers}
     mllp_port = env_int("MEDROUTE_MLLP_PORT", 2575)
-    listener = _spawn("listener-mllp", "listeners.mllp", env)
+    dicom_port = env_int("MEDROUTE_DICOM_PORT", 11112)
+    children = {
+        "MLLP listener": (_spawn("listener-mllp", "listeners.mllp", env), mllp_port),
+        "DICOM listener": (_spawn("listener-dicom", "listeners.dicom", env), dicom_port),
+    }
     worker = _spawn("worker", "pipeline", env)
     try:
-        try:
-            wait_for_port(mllp_port, 60, listener)
-        except (RuntimeError, TimeoutError) as exc:
-            raise SystemExit(f"the MLLP listener did not start ({exc}); see {home_dir() / 'logs'}") from None
-        print(f"MLLP listener on 127.0.0.1:{mllp_port}; worker started; logs in {home_dir() / 'logs'}", flush=True)
+        for name, (child, port) in children.items():
+            try:
+                wait_for_port(port, 60, child)
+            except (RuntimeError, TimeoutError) as exc:
+                raise SystemExit(f"the {name} did not start ({exc}); see {home_dir() / 'logs'}") from None
+        print(
+            f"MLLP listener on 127.0.0.1:{mllp_port}, DICOM listener on 127.0.0.1:{dicom_port}; worker started; "
+            f"logs in {home_dir() / 'logs'}",
+            flush=True,
+        )
         if samples:
             print(f"sending {samples} sample HL7 messages ...", flush=True)
             asyncio.run(send_samples(samples, "127.0.0.1", mllp_port))
+            _send_sample_images(dicom_port)
         print("decisions (Ctrl-C to stop):", flush=True)
         asyncio.run(_print_decisions(settings, duration))
     except KeyboardInterrupt:
         pass
     finally:
-        _stop(listener)
+        for child, _ in children.values():
+            _stop(child)
         _stop(worker)
         if broker is not None and not keep_kafka:
             broker.stop()

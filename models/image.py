@@ -20,8 +20,8 @@ import onnxruntime as ort
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from models.bundle import Bundle, BundleError, load_bundle
+from models.prediction import Prediction, predictions_from, providers
 from models.registry import find_bundle
-from models.text import Prediction, providers
 
 MODEL_FILE = "model.onnx"
 INPUT = "image"
@@ -109,20 +109,6 @@ def load_image_file(path: str | Path) -> np.ndarray:
             return np.asarray(picture.convert("L"), dtype=np.float32) / 255.0
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise ValueError(f"{path}: not a readable image: {exc}") from None
-
-
-def predictions_from(probabilities: np.ndarray, labels: Sequence[str], thresholds: np.ndarray) -> list[Prediction]:
-    """The best label of each row of ``probabilities``, flagged where under that label's threshold."""
-    best = probabilities.argmax(axis=1) if len(probabilities) else np.zeros(0, dtype=int)
-    return [
-        Prediction(
-            label=labels[k],
-            confidence=float(row[k]),
-            scores={label: float(p) for label, p in zip(labels, row, strict=True)},
-            below_threshold=bool(row[k] < thresholds[k]),
-        )
-        for row, k in zip(probabilities, best, strict=True)
-    ]
 
 
 class ImageClassifier:

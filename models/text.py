@@ -6,8 +6,9 @@ The graph takes ``input_ids`` and ``attention_mask`` (int64, [batch, seq]) and r
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,35 +16,29 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from models.bundle import Bundle, BundleError, load_bundle
+from models.prediction import Prediction, predictions_from, providers
 from models.registry import find_bundle
 
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 OUTPUT = "probabilities"
 BATCH_SIZE = 32
-
-
-@dataclass(frozen=True)
-class Prediction:
-    label: str
-    confidence: float
-    scores: dict[str, float]
-    below_threshold: bool  # confidence under the bundle's threshold for this label
-
-
-def providers() -> list[str]:
-    """CUDA first where this onnxruntime build has it; CPU always."""
-    available = ort.get_available_providers()
-    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+CACHE_SIZE = 4096  # texts: templated reports and resent messages skip the model
 
 
 class TextClassifier:
     """One loaded bundle. ``predict`` may be called from several threads (both runtimes allow it)."""
 
-    def __init__(self, bundle: Bundle, session: ort.InferenceSession, tokenizer: Tokenizer) -> None:
+    def __init__(
+        self, bundle: Bundle, session: ort.InferenceSession, tokenizer: Tokenizer, cache_size: int = CACHE_SIZE
+    ) -> None:
         self.bundle = bundle
         self.session = session
         self.tokenizer = tokenizer
+        self.cache_size = cache_size
+        self.cache_hits = 0
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()  # least recently used first
+        self._cache_lock = threading.Lock()
         preprocessing = bundle.manifest["preprocessing"]
         self.lowercase = bool(preprocessing.get("lowercase", False))
         self.thresholds = np.array([bundle.threshold(label) for label in bundle.labels])
@@ -80,26 +75,39 @@ class TextClassifier:
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
         """One prediction per text, in order; an empty text gets the model's prior (its bias)."""
-        probabilities = self.predict_proba(texts)
-        best = probabilities.argmax(axis=1) if len(texts) else np.zeros(0, dtype=int)
-        labels = self.labels
-        return [
-            Prediction(
-                label=labels[k],
-                confidence=float(row[k]),
-                scores={label: float(p) for label, p in zip(labels, row, strict=True)},
-                below_threshold=bool(row[k] < self.thresholds[k]),
-            )
-            for row, k in zip(probabilities, best, strict=True)
-        ]
+        return predictions_from(self.predict_proba(texts), self.labels, self.thresholds)
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """Probabilities [len(texts), len(labels)] in label order."""
+        """Probabilities [len(texts), len(labels)] in label order; repeated texts come from an LRU cache."""
         if isinstance(texts, str):
             raise TypeError("predict takes a sequence of texts, not one string")
         if self.lowercase:
             texts = [text.lower() for text in texts]
-        ids = [encoding.ids for encoding in self.tokenizer.encode_batch(list(texts))]
+        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        missing: dict[str, list[int]] = {}
+        with self._cache_lock:
+            for n, text in enumerate(texts):
+                cached = self._cache.get(text)
+                if cached is None:
+                    missing.setdefault(text, []).append(n)
+                else:
+                    self._cache.move_to_end(text)
+                    out[n] = cached
+                    self.cache_hits += 1
+        if missing:
+            unique = list(missing)
+            computed = self._run(unique)
+            with self._cache_lock:
+                for text, row in zip(unique, computed, strict=True):
+                    out[missing[text]] = row
+                    if self.cache_size:
+                        self._cache[text] = row
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        return out
+
+    def _run(self, texts: list[str]) -> np.ndarray:
+        ids = [encoding.ids for encoding in self.tokenizer.encode_batch(texts)]
         out = np.zeros((len(ids), len(self.labels)), dtype=np.float32)
         # Batches of similar length pad less; padding never changes a row's result.
         order = sorted(range(len(ids)), key=lambda n: len(ids[n]))

@@ -80,3 +80,16 @@ def test_runtime_imports_neither_torch_nor_sklearn() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_repeated_texts_come_from_the_cache_with_the_same_result() -> None:
+    classifier = TextClassifier.load("doctype-en")
+    classifier.cache_size = 2
+    texts = ["FINDINGS: normal chest.", "DISCHARGE DIAGNOSIS: pneumonia.", "Dear Dr. Smith, thank you."]
+    first = classifier.predict_proba(texts)
+    hits = classifier.cache_hits
+    again = classifier.predict_proba([texts[2], texts[1], texts[2]])  # the first text was evicted (size 2)
+    assert classifier.cache_hits == hits + 3
+    np.testing.assert_array_equal(again, first[[2, 1, 2]])
+    classifier.predict_proba([texts[0]])
+    assert classifier.cache_hits == hits + 3  # evicted: computed again

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup up test test-unit lint bench-mllp clean
+.PHONY: setup up test test-unit lint bench-mllp bench-dicom bench-replay clean
 
 setup: $(VENV)/.installed deploy/kafka/lib/.fetched
 
@@ -32,6 +32,12 @@ lint: setup
 
 bench-mllp: setup
 	$(BIN)/python -m tools.bench_mllp
+
+bench-dicom: setup
+	$(BIN)/python -m tools.bench_dicom
+
+bench-replay: setup
+	$(BIN)/python -m tools.bench_replay
 
 clean:
 	-$(BIN)/medroute kafka stop

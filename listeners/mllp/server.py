@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import multiprocessing
-import os
 import signal
 from types import TracebackType
 
@@ -23,6 +20,7 @@ from listeners import metrics
 from listeners.mllp.framing import Frame, FrameError, MllpDecoder, wrap
 from listeners.mllp.intake import LISTENER, Intake
 from listeners.mllp.settings import MllpSettings
+from listeners.processes import sibling_processes
 from listeners.sink import KafkaSink, RecordSink
 from medroute import eventloop
 from medroute.config import KafkaSettings, env_int, env_str
@@ -30,7 +28,6 @@ from medroute.logs import configure_logging
 
 log = structlog.get_logger("listeners.mllp")
 READ_SIZE = 256 * 1024
-PR_SET_PDEATHSIG = 1  # prctl option (Linux): the signal a process gets when its parent dies
 
 
 def _peer_name(writer: asyncio.StreamWriter) -> str:
@@ -201,12 +198,8 @@ async def serve(
             await sink.stop()
 
 
-def _serve_in_child(parent_pid: int) -> None:
-    """A further listener process on the same port; it stops when its parent goes, however it goes."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent_pid:  # the parent died before the line above took effect
-        return
+def _serve_sibling() -> None:
+    """A further listener process on the same port (see :mod:`listeners.processes`)."""
     configure_logging("listener.mllp")
     eventloop.run(serve())
 
@@ -224,17 +217,6 @@ def main() -> int:
     metrics_port = env_int("MEDROUTE_METRICS_PORT", 0)
     if metrics_port:
         metrics.start_metrics_server(metrics_port, env_str("MEDROUTE_METRICS_HOST", "127.0.0.1") or "127.0.0.1")
-    spawn = multiprocessing.get_context("spawn")
-    children = [
-        spawn.Process(target=_serve_in_child, args=(os.getpid(),), daemon=True) for _ in range(settings.processes - 1)
-    ]
-    for child in children:
-        child.start()
-    try:
+    with sibling_processes(settings.processes - 1, _serve_sibling, settings.shutdown_grace):
         eventloop.run(serve(settings))
-    finally:
-        for child in children:
-            child.terminate()
-        for child in children:
-            child.join(settings.shutdown_grace)
     return 0

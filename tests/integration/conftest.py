@@ -71,3 +71,49 @@ def own_broker(tmp_path: Path) -> Iterator[LocalBroker]:
     asyncio.run(ensure_topics(KafkaSettings(bootstrap=broker.bootstrap, partitions=2)))
     yield broker
     broker.stop()
+
+
+@dataclass
+class RunningDicomListener:
+    port: int
+    process: ChildProcess
+    blob_dir: Path
+    blob_key: bytes
+
+
+DICOM_TEST_BLOB_KEY = bytes(range(32))  # the tests read the blobs back, so they know the key
+
+
+def start_dicom_listener(
+    bootstrap: str, home: str, port: int | None = None, blob_dir: str | None = None, **env: str
+) -> RunningDicomListener:
+    port = port or free_port()
+    Path(home).mkdir(parents=True, exist_ok=True)
+    blobs = Path(blob_dir or Path(home) / "blobs")
+    child = ChildProcess(
+        "listeners.dicom",
+        {
+            "MEDROUTE_KAFKA_BOOTSTRAP": bootstrap,
+            "MEDROUTE_DICOM_PORT": str(port),
+            "MEDROUTE_HOME": home,
+            "MEDROUTE_BLOB_DIR": str(blobs),
+            "MEDROUTE_BLOB_KEY": DICOM_TEST_BLOB_KEY.hex(),
+            **env,
+        },
+        log_path=Path(home) / f"dicom-listener-{port}.log",
+    )
+    child.start(port=port)
+    return RunningDicomListener(port, child, blobs, DICOM_TEST_BLOB_KEY)
+
+
+@pytest.fixture(scope="module")
+def dicom_listener(kafka: KafkaSettings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDicomListener]:
+    """The DICOM listener as a child process on a free port, storing into the session broker; calling AE
+    titles other than those the tests use are rejected."""
+    listener = start_dicom_listener(
+        kafka.bootstrap_servers,
+        str(tmp_path_factory.mktemp("dicom-listener")),
+        MEDROUTE_DICOM_ALLOWED_AES="STORESCU,ECHOSCU,PYSCU",
+    )
+    yield listener
+    listener.process.stop()

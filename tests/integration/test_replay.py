@@ -19,6 +19,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +29,10 @@ import pytest
 
 from listeners.mllp.charsets import decode
 from medroute.config import HL7_INBOUND, REPLAY_CHECKPOINTS, REPO_ROOT, ROUTING_DECISIONS, KafkaSettings
+from medroute.kafka.broker import LocalBroker
 from medroute.kafka.client import consumer, durable_producer, topic_partitions
+from medroute.kafka.topics import ensure_topics
+from medroute.ports import free_port
 from medroute.records import Hl7Record
 from medroute.samples import sample_messages
 from models.bundle import sha256_file
@@ -85,6 +89,18 @@ def make_record(raw: bytes, message_id: str) -> Hl7Record:
         control_id=fields[10],
         version=fields[12],
     )
+
+
+@pytest.fixture(scope="module")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaSettings]:
+    """A broker of this module's own: its 5,000 records must not become every later worker's backlog."""
+    data_dir = tmp_path_factory.mktemp("replay-kafka")
+    broker = LocalBroker(data_dir=data_dir, port=free_port(), controller_port=free_port())
+    broker.start()
+    settings = KafkaSettings(bootstrap=broker.bootstrap, partitions=4, replication=1)
+    asyncio.run(ensure_topics(settings))
+    yield settings
+    broker.stop()
 
 
 @pytest.fixture(scope="module")

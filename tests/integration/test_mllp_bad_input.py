@@ -24,6 +24,7 @@ import pytest
 
 from medroute.config import AUDIT_EVENTS, HL7_DEADLETTER, HL7_INBOUND, KafkaSettings
 from medroute.kafka.client import consumer
+from medroute.records import utc_now
 from tests.integration.conftest import RunningListener, start_listener
 from tests.integration.mllp_peers import parse_ack
 
@@ -337,6 +338,7 @@ def _raw(record: dict[str, Any]) -> bytes:
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_input(case: Case, listener: RunningListener, topics: TopicCollector) -> None:
     valid, valid_id = valid_message()
+    started = utc_now()  # a client port is reused in a long session: the peer alone names no connection
     peer, frames, valid_sent = asyncio.run(_exchange(listener.port, case, valid))
     if not valid_sent:  # the connection is gone (EOF case): the listener must serve a new one
         frames.append(asyncio.run(_send_valid(listener.port, valid)))
@@ -355,7 +357,7 @@ def test_bad_input(case: Case, listener: RunningListener, topics: TopicCollector
     assert parse_ack(frames[-1]) == ("AA", valid_id)
 
     # The dead letter: raw bytes and reason, from this connection.
-    (dead,) = topics.wait_for(HL7_DEADLETTER, lambda r: r["peer"] == peer)
+    (dead,) = topics.wait_for(HL7_DEADLETTER, lambda r: r["peer"] == peer and r["received_at"] >= started)
     assert dead["reason"] == case.reason and dead["source"] == "mllp"
     assert _raw(dead) == (case.raw if case.raw is not None else case.payload)
     assert dead["detail"] and "INVENTED" not in dead["detail"] and "MRN-BAD" not in dead["detail"]

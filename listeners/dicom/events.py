@@ -52,25 +52,6 @@ def inbound_record(header: DatasetHeader, receipt: Receipt, blob: str, size: int
     )
 
 
-def receive_audit(record: DicomRecord) -> AuditEvent:
-    return AuditEvent(
-        action="receive",
-        actor=ACTOR,
-        message_id=record.message_id,
-        details={
-            "kind": "dicom",
-            "study": hash_id(record.study_uid),
-            "sop_instance": hash_id(record.sop_instance_uid),
-            "sop_class_uid": record.sop_class_uid,  # a standard class, not an identifier
-            "modality": record.modality,
-            "transfer_syntax": record.transfer_syntax,
-            "bytes": record.size,
-            "calling_ae": hash_id(record.calling_ae),
-            "peer": record.peer,
-        },
-    )
-
-
 def dead_letter(receipt: Receipt, reason: str, detail: str, raw: bytes, max_raw: int) -> DeadLetter:
     """A refused instance with (at most ``max_raw`` of) the bytes received; the detail says when cut."""
     if len(raw) > max_raw:

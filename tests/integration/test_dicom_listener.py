@@ -8,7 +8,6 @@ letter; nothing gets 0x0000 that is not stored.
 from __future__ import annotations
 
 import base64
-import json
 import threading
 import time
 from pathlib import Path
@@ -112,10 +111,6 @@ def test_storescu_every_transfer_syntax_is_stored_with_its_record_and_blob(
     chest = stored[_sop_instance(sample_file("RG1_UNCR.dcm"))]
     assert (chest["body_part"], chest["view_position"], chest["study_description"]) == ("CHEST", "PA", "THORAX")
 
-    audits = _records_since(kafka, AUDIT_EVENTS, since, {r["message_id"] for r in stored.values()}, "message_id")
-    assert {a["action"] for a in audits.values()} == {"receive"}
-    text = json.dumps(list(audits.values()))
-    assert not any(uid in text for uid in sent), "an audit event carries a UID in clear"
 
 
 def test_pynetdicom_sends_are_stored_byte_for_byte(kafka: KafkaSettings, dicom_listener: RunningDicomListener) -> None:

@@ -55,6 +55,28 @@ class Bundle:
         return self.path / relative
 
 
+class BundleModel:
+    """A loaded model answers to its bundle's name, version and labels."""
+
+    bundle: Bundle
+
+    @property
+    def name(self) -> str:
+        return self.bundle.name
+
+    @property
+    def version(self) -> str:
+        return self.bundle.version
+
+    @property
+    def ref(self) -> str:
+        return self.bundle.ref
+
+    @property
+    def labels(self) -> list[str]:
+        return self.bundle.labels
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as stream:

@@ -19,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from models.bundle import Bundle, BundleError, load_bundle
+from models.bundle import Bundle, BundleError, BundleModel, load_bundle
 from models.prediction import Prediction, predictions_from, providers
 from models.registry import find_bundle
 
@@ -111,7 +111,7 @@ def load_image_file(path: str | Path) -> np.ndarray:
         raise ValueError(f"{path}: not a readable image: {exc}") from None
 
 
-class ImageClassifier:
+class ImageClassifier(BundleModel):
     """One loaded image bundle. ``predict`` may be called from several threads."""
 
     def __init__(self, bundle: Bundle, session: ort.InferenceSession) -> None:
@@ -137,22 +137,6 @@ class ImageClassifier:
         if isinstance(width, int) and width != len(bundle.labels):
             raise BundleError(f"{bundle.ref}: {MODEL_FILE} has {width} outputs for {len(bundle.labels)} labels")
         return cls(bundle, session)
-
-    @property
-    def name(self) -> str:
-        return self.bundle.name
-
-    @property
-    def version(self) -> str:
-        return self.bundle.version
-
-    @property
-    def ref(self) -> str:
-        return self.bundle.ref
-
-    @property
-    def labels(self) -> list[str]:
-        return self.bundle.labels
 
     def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
         """One prediction per image, in order."""

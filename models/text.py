@@ -15,7 +15,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from models.bundle import Bundle, BundleError, load_bundle
+from models.bundle import Bundle, BundleError, BundleModel, load_bundle
 from models.prediction import Prediction, predictions_from, providers
 from models.registry import find_bundle
 
@@ -26,7 +26,7 @@ BATCH_SIZE = 32
 CACHE_SIZE = 4096  # texts: templated reports and resent messages skip the model
 
 
-class TextClassifier:
+class TextClassifier(BundleModel):
     """One loaded bundle. ``predict`` may be called from several threads (both runtimes allow it)."""
 
     def __init__(
@@ -56,22 +56,6 @@ class TextClassifier:
         if isinstance(width, int) and width != len(bundle.labels):
             raise BundleError(f"{bundle.ref}: {MODEL_FILE} has {width} outputs for {len(bundle.labels)} labels")
         return cls(bundle, session, tokenizer)
-
-    @property
-    def name(self) -> str:
-        return self.bundle.name
-
-    @property
-    def version(self) -> str:
-        return self.bundle.version
-
-    @property
-    def ref(self) -> str:
-        return self.bundle.ref
-
-    @property
-    def labels(self) -> list[str]:
-        return self.bundle.labels
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
         """One prediction per text, in order; an empty text gets the model's prior (its bias)."""

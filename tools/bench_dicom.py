@@ -32,7 +32,7 @@ from pydicom.uid import generate_uid
 
 from medroute import eventloop
 from medroute.config import DICOM_INBOUND, KafkaSettings
-from medroute.kafka.broker import LocalBroker
+from medroute.kafka.broker import broker_unless_configured
 from medroute.kafka.client import reader_of
 from medroute.kafka.topics import ensure_topics
 from medroute.ports import free_port, wait_for_port
@@ -135,12 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("DCMTK's storescu and storescp are needed (apt-get install dcmtk)")
 
     work = Path(tempfile.mkdtemp(prefix="medroute-bench-dicom-"))
-    broker = None
-    bootstrap = os.environ.get("MEDROUTE_KAFKA_BOOTSTRAP")
-    if not bootstrap:
-        broker = LocalBroker(data_dir=work / "kafka", port=free_port(), controller_port=free_port())
-        broker.start()
-        bootstrap = broker.bootstrap
+    broker, bootstrap = broker_unless_configured(work / "kafka")
     settings = KafkaSettings(bootstrap=bootstrap)
     asyncio.run(ensure_topics(settings))
     listener_port, scp_port = free_port(), free_port()

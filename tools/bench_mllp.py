@@ -27,7 +27,7 @@ from pathlib import Path
 from listeners.mllp.client import MllpClient
 from medroute import eventloop
 from medroute.config import HL7_INBOUND, KafkaSettings
-from medroute.kafka.broker import LocalBroker
+from medroute.kafka.broker import broker_unless_configured
 from medroute.kafka.client import durable_producer
 from medroute.kafka.topics import ensure_topics
 from medroute.ports import free_port, wait_for_port
@@ -150,12 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="medroute-bench-"))
-    broker = None
-    bootstrap = os.environ.get("MEDROUTE_KAFKA_BOOTSTRAP")
-    if not bootstrap:
-        broker = LocalBroker(data_dir=work / "kafka", port=free_port(), controller_port=free_port())
-        broker.start()
-        bootstrap = broker.bootstrap
+    broker, bootstrap = broker_unless_configured(work / "kafka")
     settings = KafkaSettings(bootstrap=bootstrap)
     asyncio.run(ensure_topics(settings))
     port = free_port()

@@ -30,10 +30,9 @@ from pathlib import Path
 from listeners.mllp.charsets import decode
 from listeners.mllp.hl7fast import parse
 from medroute.config import HL7_INBOUND, REPO_ROOT, KafkaSettings
-from medroute.kafka.broker import LocalBroker
+from medroute.kafka.broker import broker_unless_configured
 from medroute.kafka.client import consumer, durable_producer, topic_partitions
 from medroute.kafka.topics import ensure_topics
-from medroute.ports import free_port
 from medroute.records import Hl7Record, new_id, utc_now
 from medroute.samples import sample_messages
 
@@ -144,12 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="medroute-bench-replay-"))
-    broker = None
-    bootstrap = os.environ.get("MEDROUTE_KAFKA_BOOTSTRAP")
-    if not bootstrap:
-        broker = LocalBroker(data_dir=work / "kafka", port=free_port(), controller_port=free_port())
-        broker.start()
-        bootstrap = broker.bootstrap
+    broker, bootstrap = broker_unless_configured(work / "kafka")
     settings = KafkaSettings(bootstrap=bootstrap)
     try:
         asyncio.run(ensure_topics(settings))

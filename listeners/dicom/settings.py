@@ -7,6 +7,7 @@ import ssl
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from listeners.tls import server_context
 from medroute.config import env_bool, env_float, env_int, env_str
 
 DEFAULT_MAX_PDU = 131_072  # DCMTK's own largest receive PDU; 0 would let a peer send PDUs of any size
@@ -90,12 +91,4 @@ class DicomSettings:
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """A server TLS context (TLS 1.2+) when a certificate is configured, else None."""
-        if not self.tls_cert:
-            return None
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(self.tls_cert, self.tls_key)
-        if self.tls_ca:
-            context.load_verify_locations(self.tls_ca)
-            context.verify_mode = ssl.CERT_REQUIRED
-        return context
+        return server_context(self.tls_cert, self.tls_key, self.tls_ca)

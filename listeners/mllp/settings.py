@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from listeners.mllp.charsets import codec_for
 from listeners.mllp.errors import MessageError
 from listeners.mllp.framing import DEFAULT_MAX_FRAME
+from listeners.tls import server_context
 from medroute.config import env_bool, env_float, env_int, env_str
 
 
@@ -45,12 +46,4 @@ class MllpSettings:
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """A server TLS context (TLS 1.2+) when a certificate is configured, else None."""
-        if not self.tls_cert:
-            return None
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(self.tls_cert, self.tls_key)
-        if self.tls_ca:
-            context.load_verify_locations(self.tls_ca)
-            context.verify_mode = ssl.CERT_REQUIRED
-        return context
+        return server_context(self.tls_cert, self.tls_key, self.tls_ca)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medroute.config import REPO_ROOT, env_str
-from medroute.ports import port_open
+from medroute.ports import free_port, port_open
 
 KAFKA_DEPLOY_DIR = REPO_ROOT / "deploy" / "kafka"
 
@@ -229,3 +229,14 @@ def _metadata_ready(bootstrap: str) -> bool:
             await admin.close()
 
     return asyncio.run(probe())
+
+
+def broker_unless_configured(data_dir: Path) -> tuple[LocalBroker | None, str]:
+    """For benchmarks: the cluster ``MEDROUTE_KAFKA_BOOTSTRAP`` names, else a local broker on free ports
+    started in ``data_dir``; returns (the started broker or None, the bootstrap address)."""
+    configured = os.environ.get("MEDROUTE_KAFKA_BOOTSTRAP")
+    if configured:
+        return None, configured
+    broker = LocalBroker(data_dir=data_dir, port=free_port(), controller_port=free_port())
+    broker.start()
+    return broker, broker.bootstrap

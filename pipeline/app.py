@@ -8,9 +8,9 @@ import faust
 
 from medroute.config import KafkaSettings, home_dir
 from medroute.kafka.client import connection_kwargs
-from pipeline.settings import WorkerSettings
+from pipeline.settings import DEFAULT_APP_ID, WorkerSettings
 
-APP_ID = "medroute-worker"
+APP_ID = DEFAULT_APP_ID
 
 
 def broker_urls(settings: KafkaSettings) -> list[str]:
@@ -58,4 +58,4 @@ def create_app(kafka: KafkaSettings, settings: WorkerSettings, **overrides: Any)
         "stream_recovery_delay": 0.5,
     }
     options.update(overrides)
-    return faust.App(APP_ID, **options)
+    return faust.App(settings.app_id, **options)

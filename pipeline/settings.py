@@ -19,6 +19,9 @@ def _positive(name: str, default: int, minimum: int) -> int:
     return value
 
 
+DEFAULT_APP_ID = "medroute-worker"
+
+
 @dataclass(frozen=True)
 class WorkerSettings:
     text_model: str = field(default_factory=lambda: env_str("MEDROUTE_TEXT_MODEL", "doctype-en") or "doctype-en")
@@ -28,6 +31,9 @@ class WorkerSettings:
     routes: Path = field(default_factory=routes_path)
     batch_size: int = field(default_factory=lambda: _positive("MEDROUTE_BATCH_SIZE", 16, 1))
     batch_ms: int = field(default_factory=lambda: _positive("MEDROUTE_BATCH_MS", 20, 1))
+    # The Faust app id: the consumer group and the prefix of the table changelog topics. Separate ids
+    # give separate worker pools (e.g. per site); workers of one pool must share it.
+    app_id: str = field(default_factory=lambda: env_str("MEDROUTE_WORKER_APP_ID") or DEFAULT_APP_ID)
     store: str = field(default_factory=lambda: env_str("MEDROUTE_WORKER_STORE", "memory://") or "memory://")
     web_port: int = field(default_factory=lambda: _positive("MEDROUTE_WORKER_WEB_PORT", 0, 0))  # 0: no Faust web
     metrics_port: int = field(default_factory=lambda: _positive("MEDROUTE_WORKER_METRICS_PORT", 0, 0))  # 0: off

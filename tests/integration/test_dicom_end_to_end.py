@@ -33,6 +33,8 @@ def image_worker(
             "MEDROUTE_BLOB_DIR": str(dicom_listener.blob_dir),
             "MEDROUTE_BLOB_KEY": dicom_listener.blob_key.hex(),
             "MEDROUTE_BATCH_MS": "50",
+            # A group of its own: the workers of later modules must not start in a rebalance with it.
+            "MEDROUTE_WORKER_APP_ID": "medroute-worker-dicom-e2e",
         },
         log_path=home / "worker.log",
     ).start()

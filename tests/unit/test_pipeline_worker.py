@@ -110,3 +110,9 @@ def test_image_model_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("MEDROUTE_IMAGE_MODEL", "doctype-en")  # a bundle, but not an image model
     with pytest.raises(StartupError, match="cannot load image model 'doctype-en'"):
         load_image_classifier(WorkerSettings())
+
+
+def test_the_worker_pool_is_named_by_its_app_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEDROUTE_WORKER_APP_ID", "medroute-worker-site-b")
+    app = create_app(KafkaSettings(bootstrap="127.0.0.1:1"), WorkerSettings())
+    assert app.conf.id == "medroute-worker-site-b"

@@ -29,11 +29,12 @@ from pathlib import Path
 
 from listeners.mllp.charsets import decode
 from listeners.mllp.hl7fast import parse
+from listeners.mllp.intake import record_for
 from medroute.config import HL7_INBOUND, REPO_ROOT, KafkaSettings
 from medroute.kafka.broker import broker_unless_configured
 from medroute.kafka.client import consumer, durable_producer, topic_partitions
 from medroute.kafka.topics import ensure_topics
-from medroute.records import Hl7Record, new_id, utc_now
+from medroute.records import Hl7Record, utc_now
 from medroute.samples import sample_messages
 
 
@@ -43,21 +44,7 @@ def stored_records(count: int) -> list[tuple[bytes, Hl7Record]]:
     for sample in sample_messages(count, seed=23, prefix="BR"):
         decoded = decode(sample.raw)
         header = parse(decoded.text).header
-        record = Hl7Record(
-            message_id=new_id(),
-            raw=sample.raw,
-            charset=decoded.charset,
-            encoding=decoded.codec,
-            received_at=utc_now(),
-            peer="127.0.0.1:0",
-            sending_application=header.sending_application,
-            sending_facility=header.sending_facility,
-            receiving_application=header.receiving_application,
-            receiving_facility=header.receiving_facility,
-            message_type="^".join(header.message_type.split(header.delimiters.component)),
-            control_id=header.control_id,
-            version=header.version_id,
-        )
+        record = record_for(sample.raw, decoded, header, peer="127.0.0.1:0", received_at=utc_now())
         pairs.append((sample.patient_id.encode(), record))
     return pairs
 

@@ -50,6 +50,27 @@ def _structural_error(payload: bytes, charset_error: MessageError) -> MessageErr
     return charset_error
 
 
+def record_for(
+    payload: bytes, decoded: charsets.Decoded, header: hl7fast.MshHeader, *, peer: str, received_at: str
+) -> Hl7Record:
+    """The record stored for an accepted message (also what benchmarks and tools produce as "received")."""
+    return Hl7Record(
+        message_id=new_id(),
+        raw=payload,
+        charset=decoded.charset,
+        encoding=decoded.codec,
+        received_at=received_at,
+        peer=peer,
+        sending_application=header.sending_application,
+        sending_facility=header.sending_facility,
+        receiving_application=header.receiving_application,
+        receiving_facility=header.receiving_facility,
+        # Stored with HL7's standard component separator, whatever the sender's delimiters.
+        message_type="^".join(header.message_type.split(header.delimiters.component)),
+        control_id=header.control_id,
+        version=header.version_id,
+    )
+
 class Intake:
     def __init__(self, sink: RecordSink, settings: MllpSettings) -> None:
         self._sink = sink
@@ -101,22 +122,7 @@ class Intake:
             metrics.DUPLICATES.labels(LISTENER).inc()
             log.info("mllp.duplicate", control_id=hash_id(header.control_id), peer=peer)
             return self._answer(header, decoded.codec, Outcome.ACCEPT, started)
-        record = Hl7Record(
-            message_id=new_id(),
-            raw=payload,
-            charset=decoded.charset,
-            encoding=decoded.codec,
-            received_at=received_at,
-            peer=peer,
-            sending_application=header.sending_application,
-            sending_facility=header.sending_facility,
-            receiving_application=header.receiving_application,
-            receiving_facility=header.receiving_facility,
-            # Stored with HL7's standard component separator, whatever the sender's delimiters.
-            message_type="^".join(header.message_type.split(header.delimiters.component)),
-            control_id=header.control_id,
-            version=header.version_id,
-        )
+        record = record_for(payload, decoded, header, peer=peer, received_at=received_at)
         # Keyed by patient so one patient's messages stay in order on one partition.
         key = (message.patient_id or header.control_id).encode("utf-8")
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from medroute.config import REPO_ROOT, env_str
@@ -54,6 +54,8 @@ class LocalBroker:
     port: int = 9092
     controller_port: int | None = None
     heap: str = "512m"
+    # Used when the storage is formatted (first start); random by default.
+    cluster_id: str = field(default_factory=lambda: base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()
@@ -118,11 +120,10 @@ class LocalBroker:
     def _format_storage(self) -> None:
         if (self.data_dir / "logs" / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         result = subprocess.run(
             # "--cluster-id=": a base64 id may start with "-", which the tool would read as an option.
             self._java(
-                "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(self.properties_file)
+                "kafka.tools.StorageTool", "format", f"--cluster-id={self.cluster_id}", "-c", str(self.properties_file)
             ),
             capture_output=True,
             text=True,

@@ -23,9 +23,11 @@ import binascii
 import hashlib
 import os
 import secrets
+import threading
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from medroute.config import env_str, home_dir
@@ -34,6 +36,8 @@ MAGIC = b"MRB1"
 NONCE_BYTES = 12
 KEY_BYTES = 32
 PREFIX = "sha256:"
+CHUNK_BYTES = 1 << 20  # encrypted and written at a time
+_per_thread = threading.local()
 
 
 class BlobError(Exception):
@@ -80,6 +84,7 @@ class BlobStore:
         if len(key) != KEY_BYTES:
             raise BlobError(f"blob key must be {KEY_BYTES} bytes, got {len(key)}")
         self.root = Path(root)
+        self._key = key
         self._aead = AESGCM(key)
 
     @classmethod
@@ -95,22 +100,33 @@ class BlobStore:
             raise BlobError(f"not a blob reference: {reference[:80]!r}")
         return self.root / digest[:2] / digest[2:4] / digest
 
-    def put(self, data: bytes) -> str:
-        """Store ``data`` durably; returns its reference. Storing the same bytes twice is one file."""
-        reference = reference_of(data)
+    def put(self, *parts: bytes | memoryview) -> str:
+        """Store the bytes of ``parts``, one after the other, durably; returns their reference. Storing
+        the same bytes twice is one file. Encrypted in chunks through a buffer kept per thread: no copy
+        of the whole content is made (a fresh 0.5 MB buffer costs more in page faults than AES does)."""
+        digest = hashlib.sha256()
+        for part in parts:
+            digest.update(part)
+        reference = PREFIX + digest.hexdigest()
         path = self.path_of(reference)
         if path.exists():
             return reference  # same content, already durable (only complete files are renamed in)
         nonce = secrets.token_bytes(NONCE_BYTES)
-        sealed = MAGIC + nonce + self._aead.encrypt(nonce, data, reference.encode("ascii"))
+        encryptor = Cipher(algorithms.AES(self._key), modes.GCM(nonce)).encryptor()
+        encryptor.authenticate_additional_data(reference.encode("ascii"))
+        buffer = _chunk_buffer()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
             descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
-                view = memoryview(sealed)
-                while view:
-                    view = view[os.write(descriptor, view) :]
+                _write_all(descriptor, MAGIC + nonce)
+                for part in parts:
+                    view = memoryview(part).cast("B")
+                    for start in range(0, len(view), CHUNK_BYTES):
+                        written = encryptor.update_into(view[start : start + CHUNK_BYTES], buffer)
+                        _write_all(descriptor, buffer[:written])
+                _write_all(descriptor, encryptor.finalize() + encryptor.tag)
                 os.fsync(descriptor)
             finally:
                 os.close(descriptor)
@@ -142,6 +158,20 @@ class BlobStore:
 
     def __contains__(self, reference: str) -> bool:
         return self.path_of(reference).exists()
+
+
+def _chunk_buffer() -> memoryview:
+    """This thread's encryption output buffer (GCM writes at most a chunk plus a block less one)."""
+    buffer = getattr(_per_thread, "buffer", None)
+    if buffer is None:
+        buffer = _per_thread.buffer = memoryview(bytearray(CHUNK_BYTES + 15))
+    return buffer
+
+
+def _write_all(descriptor: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(descriptor, view) :]
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -90,9 +90,12 @@ class _RanPastEndError(Exception):
 class _Walker:
     def __init__(self, data: bytes, little_endian: bool) -> None:
         self.data = data
-        self.u16 = struct.Struct("<H" if little_endian else ">H").unpack_from
-        self.u32 = struct.Struct("<I" if little_endian else ">I").unpack_from
-        self.tag_pair = struct.Struct("<HH" if little_endian else ">HH").unpack_from
+        order = "<" if little_endian else ">"
+        self.u32 = struct.Struct(order + "I").unpack_from
+        self.tag_pair = struct.Struct(order + "HH").unpack_from
+        # One unpack per element header: (group, element, VR, 2-byte length) or (group, element, length).
+        self.explicit_header = struct.Struct(order + "HH2sH").unpack_from
+        self.implicit_header = struct.Struct(order + "HHI").unpack_from
         self.values: dict[int, bytes] = {}
 
     def _fits(self, end: int, limit: int) -> None:
@@ -109,26 +112,29 @@ class _Walker:
         """Walk elements from ``pos`` to ``end`` (None: to an item delimiter); returns the position after."""
         if depth > MAX_DEPTH:
             raise DatasetError("malformed_dataset", f"sequences nested deeper than {MAX_DEPTH}")
-        limit = len(self.data) if end is None else end
-        top = depth == 0
-        while pos < limit:
-            self._fits(pos + 8, limit)
-            tag = self._tag(pos)
-            if tag == ITEM_END and end is None:
-                return pos + 8
-            if tag >> 16 == 0xFFFE:
-                raise DatasetError("not_dicom", f"unexpected delimiter tag {tag:08X} at offset {pos}")
+        data, limit, top = self.data, len(self.data) if end is None else end, depth == 0
+        explicit_header, implicit_header, u32 = self.explicit_header, self.implicit_header, self.u32
+        while pos < limit:  # the hot loop of every C-STORE: locals, one unpack per header
+            if pos + 8 > limit:
+                self._fits(pos + 8, limit)
             if implicit:
-                vr, length, value_at = b"", self.u32(self.data, pos + 4)[0], pos + 8
+                group, element, length = implicit_header(data, pos)
+                vr, value_at = b"", pos + 8
             else:
-                vr = self.data[pos + 4 : pos + 6]
+                group, element, vr, length = explicit_header(data, pos)
                 if vr in LONG_VRS:
-                    self._fits(pos + 12, limit)
-                    length, value_at = self.u32(self.data, pos + 8)[0], pos + 12
+                    if pos + 12 > limit:
+                        self._fits(pos + 12, limit)
+                    length, value_at = u32(data, pos + 8)[0], pos + 12
                 elif vr in SHORT_VRS:
-                    length, value_at = self.u16(self.data, pos + 6)[0], pos + 8
-                else:
+                    value_at = pos + 8
+                elif group != 0xFFFE:
                     raise DatasetError("not_dicom", f"invalid value representation at offset {pos}")
+            if group == 0xFFFE:
+                tag = group << 16 | element
+                if tag == ITEM_END and end is None:
+                    return pos + 8
+                raise DatasetError("not_dicom", f"unexpected delimiter tag {tag:08X} at offset {pos}")
             if length == UNDEFINED:
                 if vr in (b"OB", b"OW"):  # encapsulated (compressed) pixel data: fragments
                     pos = self.items(value_at, None, implicit, depth, fragments=True)
@@ -138,9 +144,10 @@ class _Walker:
                 else:
                     raise DatasetError("not_dicom", f"undefined length on a {vr.decode('latin-1')} element")
                 continue
-            self._fits(value_at + length, limit)
-            if top and tag in WANTED:
-                self.values[tag] = self.data[value_at : value_at + length]
+            if value_at + length > limit:
+                self._fits(value_at + length, limit)
+            if top and (group << 16 | element) in WANTED:
+                self.values[group << 16 | element] = data[value_at : value_at + length]
             if vr == b"SQ" and length:
                 self.items(value_at, value_at + length, implicit, depth, fragments=False)
             pos = value_at + length

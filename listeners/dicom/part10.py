@@ -39,5 +39,10 @@ def file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, s
     return struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(group)) + group
 
 
+def file_parts(meta: bytes, dataset: bytes) -> tuple[bytes, bytes, bytes]:
+    """The file's bytes in three parts (the blob store takes them as they are: no copy of the dataset)."""
+    return PREAMBLE, meta, dataset
+
+
 def as_file(meta: bytes, dataset: bytes) -> bytes:
-    return b"".join((PREAMBLE, meta, dataset))
+    return b"".join(file_parts(meta, dataset))

@@ -20,6 +20,7 @@ from functools import partial
 from typing import Any
 
 import structlog
+from pydicom import config as pydicom_config
 from pynetdicom import AE, _config, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -27,6 +28,7 @@ from listeners import metrics
 from listeners.dicom import metrics as dicom_metrics
 from listeners.dicom.bridge import ThreadedSink
 from listeners.dicom.contexts import supported_contexts
+from listeners.dicom.dispatch import Dispatch
 from listeners.dicom.settings import DicomSettings
 from listeners.dicom.store import LISTENER, RecordWriter, StoreHandler
 from listeners.dicom.transport import release_association, tune_association
@@ -43,32 +45,52 @@ TLS_HANDSHAKE_TIMEOUT = 30.0
 
 
 class _AssociationServer(ThreadedAssociationServer):
-    """pynetdicom's threaded server with SO_REUSEPORT, a peer allowlist, and TLS handshakes moved into
-    the connection's own thread (pynetdicom shakes hands in the accept loop, where one silent client
-    would stall every other)."""
+    """pynetdicom's threaded server with a peer allowlist, connections spread over the listener's
+    processes (:mod:`listeners.dicom.dispatch`), and TLS handshakes moved into the connection's own
+    thread (pynetdicom shakes hands in the accept loop, where one silent client would stall every other).
+    A sibling process "accepts" from its hand-over channel instead of a listening socket."""
 
     request_queue_size = LISTEN_BACKLOG
     daemon_threads = True
 
-    def __init__(self, *args: Any, settings: DicomSettings, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, settings: DicomSettings, dispatch: Dispatch | None, **kwargs: Any) -> None:
         self.settings = settings
+        self.dispatch = dispatch
         super().__init__(*args, **kwargs)
 
+    def _sibling_part(self) -> Dispatch | None:
+        """This process's part when it is a sibling (served from its channel, not from the port)."""
+        return self.dispatch if self.dispatch is not None and not self.dispatch.accepts else None
+
     def server_bind(self) -> None:
-        if self.settings.processes > 1:
-            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
+        sibling = self._sibling_part()
+        if sibling is None:
+            super().server_bind()
+            return
+        self.socket.close()
+        self.socket = sibling.channel
+
+    def server_activate(self) -> None:
+        if self._sibling_part() is None:
+            super().server_activate()
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
-        client, address = self.socket.accept()
-        if self.ssl_context:
-            client = self.ssl_context.wrap_socket(client, server_side=True, do_handshake_on_connect=False)
-        return client, address
+        sibling = self._sibling_part()
+        if sibling is None:
+            return self.socket.accept()
+        client = sibling.receive()
+        return client, client.getpeername()[:2]
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if self.dispatch is not None and self.dispatch.accepts and self.dispatch.hand_over(request):
+            return
+        super().process_request(request, client_address)
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         # Runs in the connection's own thread, before pynetdicom creates an association for it.
-        if isinstance(request, ssl.SSLSocket):
+        if self.ssl_context:
             try:
+                request = self.ssl_context.wrap_socket(request, server_side=True, do_handshake_on_connect=False)
                 request.settimeout(TLS_HANDSHAKE_TIMEOUT)
                 request.do_handshake()
                 request.settimeout(None)
@@ -76,6 +98,8 @@ class _AssociationServer(ThreadedAssociationServer):
                 dicom_metrics.ASSOCIATIONS_REFUSED.labels("tls_handshake_failed").inc()
                 log.warning("dicom.tls_handshake_failed", error=type(exc).__name__, peer=str(client_address[0]))
                 self.shutdown_request(request)
+                if self.dispatch is not None:
+                    self.dispatch.closed()
                 return
         super().process_request_thread(request, client_address)
 
@@ -92,8 +116,8 @@ class _AssociationServer(ThreadedAssociationServer):
         self.server_close()
 
 
-def _on_open(event: Any) -> None:
-    tune_association(event)
+def _on_open(event: Any, store: StoreHandler | None = None) -> None:
+    tune_association(event, store)
     metrics.CONNECTIONS.labels(LISTENER).inc()
 
 
@@ -116,8 +140,11 @@ def _on_rejected(event: Any) -> None:
 class DicomListener:
     """``with DicomListener(settings, blobs, writer) as listener:`` serves on ``listener.port``."""
 
-    def __init__(self, settings: DicomSettings, blobs: BlobStore, writer: RecordWriter) -> None:
+    def __init__(
+        self, settings: DicomSettings, blobs: BlobStore, writer: RecordWriter, dispatch: Dispatch | None = None
+    ) -> None:
         self.settings = settings
+        self.dispatch = dispatch
         self.ae = AE(ae_title=settings.ae_title)
         self.ae.maximum_associations = settings.max_associations
         self.ae.maximum_pdu_size = settings.max_pdu
@@ -141,13 +168,17 @@ class DicomListener:
         # pynetdicom's "standard" handlers format a debug line for every PDU and DIMSE message even when
         # nothing logs them: several % of a core under load. Our own events log what matters.
         _config.LOG_HANDLER_LEVEL = "none"
+        # pynetdicom makes a pydicom UID of every proposed abstract and transfer syntax (storescu proposes
+        # over a hundred contexts), and pydicom matches each against a regex only to warn: ~5 % of the
+        # listener's CPU. Values the listener relies on are checked where it reads them.
+        pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
         handlers = [
             (evt.EVT_C_STORE, self.handler),
-            (evt.EVT_CONN_OPEN, _on_open),
-            (evt.EVT_CONN_CLOSE, _on_close),
+            (evt.EVT_CONN_OPEN, _on_open, [self.handler if self.settings.fast_store else None]),
+            (evt.EVT_CONN_CLOSE, self._on_close),
             (evt.EVT_REJECTED, _on_rejected),
         ]
-        factory = partial(_AssociationServer, settings=self.settings)
+        factory = partial(_AssociationServer, settings=self.settings, dispatch=self.dispatch)
         self._server = factory(
             self.ae,
             (self.settings.host, self.settings.port),
@@ -167,6 +198,11 @@ class DicomListener:
             allowed_aes=len(self.settings.allowed_aes),
             allowed_peers=len(self.settings.allowed_peers),
         )
+
+    def _on_close(self, event: Any) -> None:
+        _on_close(event)
+        if self.dispatch is not None:
+            self.dispatch.closed()  # one connection less in this process's load
 
     def stop(self, grace: float | None = None) -> None:
         """Stop accepting; let C-STOREs in progress finish within ``grace`` seconds; abort every
@@ -190,8 +226,11 @@ class DicomListener:
         self.stop(grace=5)
 
 
-def serve(settings: DicomSettings | None = None, stop: threading.Event | None = None) -> None:
-    """Run the listener with the environment's blob store and Kafka until SIGTERM/SIGINT (or ``stop``)."""
+def serve(
+    settings: DicomSettings | None = None, stop: threading.Event | None = None, dispatch: Dispatch | None = None
+) -> None:
+    """Run the listener with the environment's blob store and Kafka until SIGTERM/SIGINT (or ``stop``);
+    ``dispatch``: this process's part when the listener runs in several."""
     settings = settings or DicomSettings()
     stop = stop or threading.Event()
     blobs = BlobStore.from_env()
@@ -201,7 +240,7 @@ def serve(settings: DicomSettings | None = None, stop: threading.Event | None = 
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
-    listener = DicomListener(settings, blobs, writer)
+    listener = DicomListener(settings, blobs, writer, dispatch)
     listener.start()
     try:
         stop.wait()
@@ -211,23 +250,29 @@ def serve(settings: DicomSettings | None = None, stop: threading.Event | None = 
         writer.stop()
 
 
-def _serve_sibling() -> None:
-    """A further listener process on the same port (see :mod:`listeners.processes`)."""
+def _serve_sibling(dispatch: Dispatch) -> None:
+    """A further listener process, served the connections the first one hands it."""
     configure_logging("listener.dicom")
-    serve()
+    serve(dispatch=dispatch)
 
 
 def main() -> int:
     """Entry point of ``medroute listen dicom`` and ``python -m listeners.dicom``.
 
-    With ``MEDROUTE_DICOM_PROCESSES`` > 1 the further processes share the port through SO_REUSEPORT
-    and the kernel spreads associations over them. Only this first process serves the metrics port.
+    With ``MEDROUTE_DICOM_PROCESSES`` > 1 this first process accepts every connection and hands each to
+    the least busy process (:mod:`listeners.dicom.dispatch`). Only it serves the metrics port.
     """
     configure_logging("listener.dicom")
     settings = DicomSettings()
     metrics_port = env_int("MEDROUTE_METRICS_PORT", 0)
     if metrics_port:
         metrics.start_metrics_server(metrics_port, env_str("MEDROUTE_METRICS_HOST", "127.0.0.1") or "127.0.0.1")
-    with sibling_processes(settings.processes - 1, _serve_sibling, settings.shutdown_grace):
+    if settings.processes == 1:
         serve(settings)
+        return 0
+    ours, theirs = Dispatch.for_processes(settings.processes)
+    with sibling_processes(len(theirs), _serve_sibling, settings.shutdown_grace, lambda n: (theirs[n - 1],)):
+        for sibling in theirs:  # each sibling has its end now; ours must go, or a dead one looks alive
+            sibling.close()
+        serve(settings, dispatch=ours)
     return 0

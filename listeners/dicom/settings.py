@@ -52,7 +52,9 @@ class DicomSettings:
     tls_key: str | None = field(default_factory=lambda: env_str("MEDROUTE_DICOM_TLS_KEY"))
     # With a CA bundle, clients must present a certificate it signed (mutual TLS).
     tls_ca: str | None = field(default_factory=lambda: env_str("MEDROUTE_DICOM_TLS_CA"))
-    # Processes sharing the port (SO_REUSEPORT): pynetdicom's threads share one core under the GIL.
+    # Store and answer C-STOREs in the network thread (listeners.dicom.fastpath); false: pynetdicom's path.
+    fast_store: bool = field(default_factory=lambda: env_bool("MEDROUTE_DICOM_FAST_STORE", True))
+    # Processes serving the port: pynetdicom's threads share one core under the GIL.
     processes: int = field(default_factory=lambda: env_int("MEDROUTE_DICOM_PROCESSES", 1))
 
     def __post_init__(self) -> None:

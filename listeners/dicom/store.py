@@ -20,7 +20,7 @@ from listeners.dicom import events
 from listeners.dicom import metrics as dicom_metrics
 from listeners.dicom.dataset import DatasetError, read_header
 from listeners.dicom.events import Receipt
-from listeners.dicom.part10 import as_file, file_meta
+from listeners.dicom.part10 import file_meta, file_parts
 from listeners.dicom.settings import DicomSettings
 from listeners.sink import SinkUnavailable
 from medroute.blobstore import BlobError, BlobStore
@@ -73,26 +73,37 @@ class Received:
     receipt: Receipt
     dataset: bytes  # as encoded by the sender, without file meta
 
-    def part10(self) -> bytes:
-        """The DICOM file form (preamble, file meta, the dataset as sent): what the blob store keeps."""
+    def part10(self) -> tuple[bytes, bytes, bytes]:
+        """The DICOM file form (preamble, file meta, the dataset as sent) in parts: what the blob store keeps."""
         r = self.receipt
-        return as_file(file_meta(r.sop_class_uid, r.sop_instance_uid, r.transfer_syntax, r.calling_ae), self.dataset)
+        return file_parts(file_meta(r.sop_class_uid, r.sop_instance_uid, r.transfer_syntax, r.calling_ae), self.dataset)
 
 
-def received(event: Any) -> Received:
-    """Adapt a pynetdicom ``EVT_C_STORE`` event."""
-    assoc, request = event.assoc, event.request
+def received_over(assoc: Any, transfer_syntax: str, sop_class: str, sop_instance: str, dataset: bytes) -> Received:
+    """A C-STORE request received on pynetdicom association ``assoc``."""
     return Received(
         receipt=Receipt(
             calling_ae=assoc.requestor.ae_title,
             called_ae=assoc.acceptor.ae_title,
             peer=f"{assoc.requestor.address}:{assoc.requestor.port}",
-            transfer_syntax=str(event.context.transfer_syntax),
-            sop_class_uid=str(request.AffectedSOPClassUID or ""),
-            sop_instance_uid=str(request.AffectedSOPInstanceUID or ""),
+            transfer_syntax=transfer_syntax,
+            sop_class_uid=sop_class,
+            sop_instance_uid=sop_instance,
             received_at=utc_now(),
         ),
-        dataset=event.encoded_dataset(include_meta=False),
+        dataset=dataset,
+    )
+
+
+def received(event: Any) -> Received:
+    """Adapt a pynetdicom ``EVT_C_STORE`` event."""
+    request = event.request
+    return received_over(
+        event.assoc,
+        str(event.context.transfer_syntax),
+        str(request.AffectedSOPClassUID or ""),
+        str(request.AffectedSOPInstanceUID or ""),
+        event.encoded_dataset(include_meta=False),
     )
 
 
@@ -100,12 +111,13 @@ def status_dataset(status: int, comment: str = "") -> Dataset:
     answer = Dataset()
     answer.Status = status
     if comment:
-        answer.ErrorComment = comment[:ERROR_COMMENT_MAX]
+        answer.ErrorComment = comment
     return answer
 
 
 class StoreHandler:
-    """The ``EVT_C_STORE`` handler: ``handler(event)`` returns the status dataset to answer with."""
+    """Stores C-STORE requests: ``handler(event)`` as pynetdicom's ``EVT_C_STORE`` handler, or
+    :meth:`store` (the fast path)."""
 
     def __init__(self, settings: DicomSettings, blobs: BlobStore, writer: RecordWriter) -> None:
         self._settings = settings
@@ -115,21 +127,27 @@ class StoreHandler:
         self.busy: set[object] = set()
 
     def __call__(self, event: Any) -> Dataset:
+        """The ``EVT_C_STORE`` handler (:mod:`listeners.dicom.fastpath` calls :meth:`store` itself)."""
         started = time.perf_counter()
-        metrics.RECEIVED.labels(LISTENER).inc()
-        self.busy.add(event.assoc)
         try:
-            try:
-                item = received(event)
-            except Exception as exc:  # an event pynetdicom could not give us the bytes of
-                log.error("dicom.store_event_unreadable", error=type(exc).__name__)
-                return self._answer(PROCESSING_FAILURE, "cannot read the C-STORE request", started)
+            item = received(event)
+        except Exception as exc:  # an event pynetdicom could not give us the bytes of
+            metrics.RECEIVED.labels(LISTENER).inc()
+            log.error("dicom.store_event_unreadable", error=type(exc).__name__)
+            return status_dataset(*self._answer(PROCESSING_FAILURE, "cannot read the C-STORE request", started))
+        return status_dataset(*self.store(item, event.assoc, started))
+
+    def store(self, item: Received, assoc: object, started: float | None = None) -> tuple[int, str]:
+        """Check and store one C-STORE request received on ``assoc``: (status, error comment)."""
+        started = time.perf_counter() if started is None else started
+        metrics.RECEIVED.labels(LISTENER).inc()
+        self.busy.add(assoc)
+        try:
             return self.handle(item, started)
         finally:
-            self.busy.discard(event.assoc)
+            self.busy.discard(assoc)
 
-    def handle(self, item: Received, started: float | None = None) -> Dataset:
-        started = time.perf_counter() if started is None else started
+    def handle(self, item: Received, started: float) -> tuple[int, str]:
         dicom_metrics.RECEIVED_BYTES.inc(len(item.dataset))
         try:
             self._store(item)
@@ -151,11 +169,11 @@ class StoreHandler:
         part10 = item.part10()
         began = time.perf_counter()
         try:
-            blob = self._blobs.put(part10)
+            blob = self._blobs.put(*part10)
         except BlobError as exc:
             raise Refused("blob_store_unavailable", f"blob store: {exc}") from None
         dicom_metrics.BLOB_LATENCY.observe(time.perf_counter() - began)
-        record = events.inbound_record(header, receipt, blob, len(part10))
+        record = events.inbound_record(header, receipt, blob, sum(map(len, part10)))
         began = time.perf_counter()
         try:
             # Keyed by study so one study's instances stay in order on one partition.
@@ -179,13 +197,13 @@ class StoreHandler:
             peer=record.peer,
         )
 
-    def _refuse(self, item: Received, refusal: Refused, started: float) -> Dataset:
+    def _refuse(self, item: Received, refusal: Refused, started: float) -> tuple[int, str]:
         receipt = item.receipt
         status = STATUS_OF_REASON[refusal.reason]
         metrics.NEGATIVE.labels(LISTENER, refusal.reason).inc()
         # The dead letter keeps the Part-10 form (file meta + the dataset bytes as received), so that it
         # says its own transfer syntax and opens as a file.
-        raw = item.part10()
+        raw = b"".join(item.part10())
         dead = events.dead_letter(receipt, refusal.reason, refusal.detail, raw, self._settings.dead_letter_max_raw)
         audit = events.reject_audit(receipt, dead, status, len(item.dataset))
         if refusal.reason == "kafka_unavailable":
@@ -217,7 +235,7 @@ class StoreHandler:
         metrics.DEAD_LETTERED.labels(LISTENER, dead.reason).inc()
         return True
 
-    def _answer(self, status: int, comment: str, started: float) -> Dataset:
+    def _answer(self, status: int, comment: str, started: float) -> tuple[int, str]:
         metrics.ACKNOWLEDGED.labels(LISTENER, f"{status:04X}").inc()
         metrics.ACK_LATENCY.labels(LISTENER).observe(time.perf_counter() - started)
-        return status_dataset(status, comment)
+        return status, comment[:ERROR_COMMENT_MAX]

@@ -23,7 +23,11 @@ import time
 from typing import Any
 
 from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.dul import DULServiceProvider
 from pynetdicom.transport import AssociationSocket
+
+from listeners.dicom.fastpath import FastStoreDUL
+from listeners.dicom.store import StoreHandler
 
 REACTOR_WAIT = 0.02
 
@@ -86,9 +90,13 @@ class _WaitingDIMSEServiceProvider(DIMSEServiceProvider):
             return None, None
 
 
-def tune_association(event: Any) -> None:
-    """``EVT_CONN_OPEN`` handler: runs before the association's threads start."""
+def tune_association(event: Any, store: StoreHandler | None = None) -> None:
+    """``EVT_CONN_OPEN`` handler: runs before the association's threads start. With ``store``, C-STOREs
+    take :mod:`listeners.dicom.fastpath`."""
     assoc = event.assoc
+    if store is not None and type(assoc.dul) is DULServiceProvider:
+        assoc.dul.__class__ = FastStoreDUL
+        assoc.dul.store = store
     if type(assoc.dimse) is DIMSEServiceProvider:
         assoc.dimse.__class__ = _WaitingDIMSEServiceProvider
     transport, dul = assoc.dul.socket, assoc.dul

@@ -8,6 +8,8 @@ letter; nothing gets 0x0000 that is not stored.
 from __future__ import annotations
 
 import base64
+import contextlib
+import os
 import threading
 import time
 from pathlib import Path
@@ -271,3 +273,39 @@ def test_listener_logs_carry_no_identifiers(dicom_listener: RunningDicomListener
     for name in ("CT_small.dcm", "MR_small.dcm"):
         ds = pydicom.dcmread(sample_file(name), stop_before_pixels=True)
         assert ds.StudyInstanceUID not in log and ds.SOPInstanceUID not in log
+
+
+def _established_per_process(pids: list[int], port: int) -> dict[int, int]:
+    """How many established TCP connections on local ``port`` each process holds (what ``ss -tnp`` shows)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":  # 01: ESTABLISHED
+                inodes.add(fields[9])
+    held = {}
+    for pid in pids:
+        links = [os.readlink(entry) for entry in Path(f"/proc/{pid}/fd").iterdir()]
+        held[pid] = sum(1 for link in links if link.startswith("socket:[") and link[8:-1] in inodes)
+    return held
+
+
+def test_processes_take_associations_by_load(kafka: KafkaSettings, tmp_path: Path) -> None:
+    # Two processes, four associations open at once: two each (by SO_REUSEPORT's hash of the peer port,
+    # 3 + 1 or 4 + 0 in 5 of 8 runs); and each process stores what it was given.
+    listener = start_dicom_listener(
+        kafka.bootstrap_servers, str(tmp_path), MEDROUTE_DICOM_PROCESSES="2", MEDROUTE_DICOM_ALLOWED_AES=PYSCU
+    )
+    try:
+        parent = listener.process.process.pid
+        siblings = [int(pid) for pid in Path(f"/proc/{parent}/task/{parent}/children").read_text().split()]
+        with contextlib.ExitStack() as stack:
+            associations = [stack.enter_context(association(listener.port, CT_EXPLICIT)) for _ in range(4)]
+            assert all(assoc.is_established for assoc in associations)
+            held = _established_per_process([parent, *siblings], listener.port)
+            assert sorted(count for count in held.values() if count) == [2, 2], held
+            copies = renumbered_copies(sample_file("CT_small.dcm"), tmp_path / "copies", len(associations))
+            statuses = [assoc.send_c_store(path).Status for assoc, path in zip(associations, copies, strict=True)]
+        assert statuses == [0x0000] * len(associations)
+    finally:
+        listener.process.stop()

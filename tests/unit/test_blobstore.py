@@ -7,7 +7,16 @@ import stat
 
 import pytest
 
-from medroute.blobstore import MAGIC, BlobError, BlobStore, key_from_env, parse_key, reference_of
+from medroute.blobstore import (
+    CHUNK_BYTES,
+    MAGIC,
+    NONCE_BYTES,
+    BlobError,
+    BlobStore,
+    key_from_env,
+    parse_key,
+    reference_of,
+)
 
 KEY = bytes(range(32))
 
@@ -26,6 +35,17 @@ def test_put_get_round_trip_is_exact_and_encrypted(store):
     assert on_disk.startswith(MAGIC)
     assert data[:64] not in on_disk  # ciphertext, not the plaintext
     assert stat.S_IMODE(store.path_of(reference).stat().st_mode) == 0o600
+
+
+def test_parts_are_stored_as_their_concatenation_across_chunks(store):
+    # Larger than one encryption chunk, split at odd places: one blob of the joined bytes, which the
+    # one-shot AES-GCM of the reader decrypts.
+    head, body, tail = b"\x00" * 132, os.urandom(CHUNK_BYTES + 12_345), os.urandom(7)
+    joined = head + body + tail
+    reference = store.put(head, memoryview(body), tail)
+    assert reference == reference_of(joined) == store.put(joined)
+    assert store.get(reference) == joined
+    assert store.path_of(reference).stat().st_size == len(MAGIC) + NONCE_BYTES + len(joined) + 16
 
 
 def test_same_content_is_stored_once(store):

@@ -70,9 +70,10 @@ def _listener(blobs: BlobStore, writer: MemoryWriter, **overrides: object) -> Di
     return DicomListener(replace(DicomSettings(port=0, host="127.0.0.1"), **overrides), blobs, writer)
 
 
-@pytest.fixture
-def listener(blobs: BlobStore, writer: MemoryWriter) -> Iterator[DicomListener]:
-    with _listener(blobs, writer) as running:
+@pytest.fixture(params=[True, False], ids=["fast-store", "pynetdicom-store"])
+def listener(blobs: BlobStore, writer: MemoryWriter, request: pytest.FixtureRequest) -> Iterator[DicomListener]:
+    """Each test runs with C-STOREs on the fast path (listeners.dicom.fastpath) and on pynetdicom's."""
+    with _listener(blobs, writer, fast_store=request.param) as running:
         yield running
 
 

@@ -167,13 +167,17 @@ def main(argv: list[str] | None = None) -> int:
         for kind, count in (("small", args.small_images), ("ct", args.ct_images)):
             for associations in args.associations:
                 reference_files = write_instances(templates[kind], work / f"{kind}-{associations}-scp", count)
-                reference = send(scp_port, reference_files, associations, {"storescp": storescp.pid})
                 files = write_instances(templates[kind], work / f"{kind}-{associations}-medroute", count)
+                # Each receiver starts with no dirty pages of the bench's own writes (the files just
+                # generated, the other receiver's output) left to be flushed under its fsyncs.
+                os.sync()
+                reference = send(scp_port, reference_files, associations, {"storescp": storescp.pid})
+                shutil.rmtree(work / "storescp", ignore_errors=True)
+                (work / "storescp").mkdir()
+                os.sync()
                 studies.add(str(templates[kind].StudyInstanceUID))
                 measured = send(listener_port, files, associations, cpu_of)
                 sent += count
-                shutil.rmtree(work / "storescp", ignore_errors=True)
-                (work / "storescp").mkdir()
                 size_kb = reference_files[0].stat().st_size / 1024
                 cpu = {**measured.cpu_ms_per_image, **reference.cpu_ms_per_image}
                 cells = " | ".join(f"{cpu[n]:.2f}" if n in cpu else "-" for n in ("listener", "broker", "storescp"))

@@ -291,8 +291,8 @@ def _established_per_process(pids: list[int], port: int) -> dict[int, int]:
 
 
 def test_processes_take_associations_by_load(kafka: KafkaSettings, tmp_path: Path) -> None:
-    # Two processes, four associations open at once: two each (by SO_REUSEPORT's hash of the peer port,
-    # 3 + 1 or 4 + 0 in 5 of 8 runs); and each process stores what it was given.
+    # Two processes, four associations open at once: two each, by load (SO_REUSEPORT's hash of the peer
+    # port gave 3 + 1 or 4 + 0 in 5 of 8 runs); and each process stores what it was given.
     listener = start_dicom_listener(
         kafka.bootstrap_servers, str(tmp_path), MEDROUTE_DICOM_PROCESSES="2", MEDROUTE_DICOM_ALLOWED_AES=PYSCU
     )

@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         return sub
 
-    up = verb("up", cmd_up, "local Kafka + MLLP listener + worker, sample traffic, decisions printed")
+    up = verb("up", cmd_up, "local Kafka + MLLP and DICOM listeners + worker, sample HL7 and images, decisions printed")
     up.add_argument("--samples", type=int, default=20, help="sample HL7 messages to send (0: none)")
     up.add_argument("--duration", type=float, default=None, help="stop after S seconds (default: Ctrl-C)")
     up.add_argument("--keep-kafka", action="store_true", help="leave the local broker running on exit")

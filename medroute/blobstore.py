@@ -14,6 +14,9 @@ The key (32 bytes) comes from ``MEDROUTE_BLOB_KEY`` (64 hex characters or base64
 named by ``MEDROUTE_BLOB_KEY_FILE``. Without either, a key file is created once at
 ``$MEDROUTE_HOME/secrets/blob.key`` (mode 0600) so that a first ``medroute up`` works; production
 installs mount their own key.
+
+:func:`from_env` gives the configured store: this directory store, or with ``MEDROUTE_BLOB_URL=s3://...``
+the same blobs as objects of an S3-compatible store (:mod:`medroute.blobstore_s3`).
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ import hashlib
 import os
 import secrets
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -73,8 +78,76 @@ def key_from_env() -> bytes:
         raise BlobError(f"cannot read the blob key file {path}: {type(exc).__name__}") from None
 
 
-def reference_of(data: bytes) -> str:
-    return PREFIX + hashlib.sha256(data).hexdigest()
+def reference_of(*parts: bytes | memoryview) -> str:
+    """The reference of the bytes of ``parts``, one after the other."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part)
+    return PREFIX + digest.hexdigest()
+
+
+def digest_of(reference: str) -> str:
+    """The hex digest of a well-formed reference; ``BlobError`` for anything else."""
+    digest = reference[len(PREFIX) :]
+    if not reference.startswith(PREFIX) or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise BlobError(f"not a blob reference: {reference[:80]!r}")
+    return digest
+
+
+def seal(
+    key: bytes, reference: str, parts: tuple[bytes | memoryview, ...], write: Callable[[memoryview], object]
+) -> None:
+    """Pass the sealed form of ``parts`` (see the module docstring) to ``write``, a chunk at a time, each
+    chunk valid only during the call. Encrypted through a buffer kept per thread: no copy of the whole
+    content is made (a fresh 0.5 MB buffer costs more in page faults than AES does)."""
+    nonce = secrets.token_bytes(NONCE_BYTES)
+    encryptor = Cipher(algorithms.AES(key), modes.GCM(nonce)).encryptor()
+    encryptor.authenticate_additional_data(reference.encode("ascii"))
+    buffer = _chunk_buffer()
+    write(memoryview(MAGIC + nonce))
+    for part in parts:
+        view = memoryview(part).cast("B")
+        for start in range(0, len(view), CHUNK_BYTES):
+            written = encryptor.update_into(view[start : start + CHUNK_BYTES], buffer)
+            write(buffer[:written])
+    write(memoryview(encryptor.finalize() + encryptor.tag))
+
+
+def unseal(aead: AESGCM, reference: str, sealed: bytes) -> bytes:
+    """The plaintext of a sealed blob, checked against its reference."""
+    if not sealed.startswith(MAGIC) or len(sealed) < len(MAGIC) + NONCE_BYTES + 16:
+        raise BlobError(f"blob {reference} is not in medroute's blob format")
+    nonce = sealed[len(MAGIC) : len(MAGIC) + NONCE_BYTES]
+    try:
+        data = aead.decrypt(nonce, sealed[len(MAGIC) + NONCE_BYTES :], reference.encode("ascii"))
+    except InvalidTag:
+        raise BlobError(f"blob {reference} fails authentication (wrong key, or altered)") from None
+    if reference_of(data) != reference:
+        raise BlobError(f"blob {reference} decrypts to other content")
+    return data
+
+
+class Blobs(Protocol):
+    """What the listener and the worker need of a blob store (:class:`BlobStore`, or S3's)."""
+
+    def put(self, *parts: bytes | memoryview) -> str: ...
+
+    def get(self, reference: str) -> bytes: ...
+
+    def __contains__(self, reference: str) -> bool: ...
+
+
+def from_env() -> Blobs:
+    """The configured store: ``MEDROUTE_BLOB_URL`` ``s3://bucket[/prefix]`` for an S3-compatible object store,
+    else the directory ``MEDROUTE_BLOB_DIR`` (default ``$MEDROUTE_HOME/blobs``); with the configured key."""
+    url = env_str("MEDROUTE_BLOB_URL")
+    if url:
+        try:
+            from medroute.blobstore_s3 import S3BlobStore  # boto3 only where S3 is configured
+        except ModuleNotFoundError as exc:
+            raise BlobError(f"MEDROUTE_BLOB_URL needs {exc.name}: pip install 'medroute[s3]'") from None
+        return S3BlobStore.from_env(url, key_from_env())
+    return BlobStore(env_str("MEDROUTE_BLOB_DIR") or home_dir() / "blobs", key_from_env())
 
 
 class BlobStore:
@@ -87,46 +160,23 @@ class BlobStore:
         self._key = key
         self._aead = AESGCM(key)
 
-    @classmethod
-    def from_env(cls) -> BlobStore:
-        """``MEDROUTE_BLOB_DIR`` (default ``$MEDROUTE_HOME/blobs``) with the configured key."""
-        return cls(env_str("MEDROUTE_BLOB_DIR") or home_dir() / "blobs", key_from_env())
-
     def path_of(self, reference: str) -> Path:
-        if not reference.startswith(PREFIX):
-            raise BlobError(f"not a blob reference: {reference[:80]!r}")
-        digest = reference[len(PREFIX) :]
-        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-            raise BlobError(f"not a blob reference: {reference[:80]!r}")
+        digest = digest_of(reference)
         return self.root / digest[:2] / digest[2:4] / digest
 
     def put(self, *parts: bytes | memoryview) -> str:
         """Store the bytes of ``parts``, one after the other, durably; returns their reference. Storing
-        the same bytes twice is one file. Encrypted in chunks through a buffer kept per thread: no copy
-        of the whole content is made (a fresh 0.5 MB buffer costs more in page faults than AES does)."""
-        digest = hashlib.sha256()
-        for part in parts:
-            digest.update(part)
-        reference = PREFIX + digest.hexdigest()
+        the same bytes twice is one file."""
+        reference = reference_of(*parts)
         path = self.path_of(reference)
         if path.exists():
             return reference  # same content, already durable (only complete files are renamed in)
-        nonce = secrets.token_bytes(NONCE_BYTES)
-        encryptor = Cipher(algorithms.AES(self._key), modes.GCM(nonce)).encryptor()
-        encryptor.authenticate_additional_data(reference.encode("ascii"))
-        buffer = _chunk_buffer()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
             descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
-                _write_all(descriptor, MAGIC + nonce)
-                for part in parts:
-                    view = memoryview(part).cast("B")
-                    for start in range(0, len(view), CHUNK_BYTES):
-                        written = encryptor.update_into(view[start : start + CHUNK_BYTES], buffer)
-                        _write_all(descriptor, buffer[:written])
-                _write_all(descriptor, encryptor.finalize() + encryptor.tag)
+                seal(self._key, reference, parts, lambda chunk: _write_all(descriptor, chunk))
                 os.fsync(descriptor)
             finally:
                 os.close(descriptor)
@@ -145,16 +195,7 @@ class BlobStore:
             raise BlobError(f"blob {reference} is not in {self.root}") from None
         except OSError as exc:
             raise BlobError(f"cannot read blob {reference}: {exc.strerror or type(exc).__name__}") from exc
-        if not sealed.startswith(MAGIC) or len(sealed) < len(MAGIC) + NONCE_BYTES + 16:
-            raise BlobError(f"blob {reference} is not in medroute's blob format")
-        nonce = sealed[len(MAGIC) : len(MAGIC) + NONCE_BYTES]
-        try:
-            data = self._aead.decrypt(nonce, sealed[len(MAGIC) + NONCE_BYTES :], reference.encode("ascii"))
-        except InvalidTag:
-            raise BlobError(f"blob {reference} fails authentication (wrong key, or altered)") from None
-        if reference_of(data) != reference:
-            raise BlobError(f"blob {reference} decrypts to other content")
-        return data
+        return unseal(self._aead, reference, sealed)
 
     def __contains__(self, reference: str) -> bool:
         return self.path_of(reference).exists()

@@ -46,7 +46,7 @@ _NOT_FRONTAL_WORDS = re.compile(r"\b(lat|lateral|decub\w*)\b", re.IGNORECASE)
 
 
 class BlobSource(Protocol):
-    def get(self, reference: str) -> bytes: ...  # medroute.blobstore.BlobStore
+    def get(self, reference: str) -> bytes: ...  # medroute.blobstore.Blobs
 
 
 class ImageModel(Protocol):

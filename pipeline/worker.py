@@ -18,7 +18,8 @@ import faust
 import structlog
 from aiokafka import TopicPartition
 
-from medroute.blobstore import BlobError, BlobStore
+from medroute import blobstore
+from medroute.blobstore import BlobError
 from medroute.config import CONTROL, KafkaSettings
 from medroute.kafka.topics import ensure_topics
 from medroute.logs import configure_logging
@@ -101,7 +102,7 @@ def load_startup(settings: WorkerSettings) -> Startup:
     except RulesError as exc:
         raise StartupError(str(exc)) from None
     try:
-        blobs = BlobStore.from_env()
+        blobs = blobstore.from_env()
     except BlobError as exc:
         raise StartupError(f"cannot open the blob store: {exc}") from None
     return Startup(classifier, image_classifier, rules, blobs)

@@ -34,7 +34,8 @@ from listeners.dicom.store import LISTENER, RecordWriter, StoreHandler
 from listeners.dicom.transport import release_association, tune_association
 from listeners.processes import sibling_processes
 from listeners.sink import KafkaSink
-from medroute.blobstore import BlobStore
+from medroute import blobstore
+from medroute.blobstore import Blobs
 from medroute.config import KafkaSettings, env_int, env_str
 from medroute.logs import configure_logging, hash_id
 
@@ -141,7 +142,7 @@ class DicomListener:
     """``with DicomListener(settings, blobs, writer) as listener:`` serves on ``listener.port``."""
 
     def __init__(
-        self, settings: DicomSettings, blobs: BlobStore, writer: RecordWriter, dispatch: Dispatch | None = None
+        self, settings: DicomSettings, blobs: Blobs, writer: RecordWriter, dispatch: Dispatch | None = None
     ) -> None:
         self.settings = settings
         self.dispatch = dispatch
@@ -233,7 +234,7 @@ def serve(
     ``dispatch``: this process's part when the listener runs in several."""
     settings = settings or DicomSettings()
     stop = stop or threading.Event()
-    blobs = BlobStore.from_env()
+    blobs = blobstore.from_env()
     kafka = KafkaSettings()
     writer = ThreadedSink(lambda: KafkaSink(kafka, timeout=settings.store_timeout))
     writer.start()

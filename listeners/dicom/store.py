@@ -23,7 +23,7 @@ from listeners.dicom.events import Receipt
 from listeners.dicom.part10 import file_meta, file_parts
 from listeners.dicom.settings import DicomSettings
 from listeners.sink import SinkUnavailable
-from medroute.blobstore import BlobError, BlobStore
+from medroute.blobstore import BlobError, Blobs
 from medroute.config import AUDIT_EVENTS, DICOM_DEADLETTER, DICOM_INBOUND
 from medroute.logs import hash_id
 from medroute.records import DeadLetter, utc_now
@@ -119,7 +119,7 @@ class StoreHandler:
     """Stores C-STORE requests: ``handler(event)`` as pynetdicom's ``EVT_C_STORE`` handler, or
     :meth:`store` (the fast path)."""
 
-    def __init__(self, settings: DicomSettings, blobs: BlobStore, writer: RecordWriter) -> None:
+    def __init__(self, settings: DicomSettings, blobs: Blobs, writer: RecordWriter) -> None:
         self._settings = settings
         self._blobs = blobs
         self._writer = writer

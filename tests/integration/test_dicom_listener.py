@@ -41,7 +41,7 @@ from tests.integration.dicom_peers import (
     storescu,
     transfer_syntax_of,
 )
-from tests.integration.topic_reading import read_topic_sync
+from tests.integration.topic_reading import dead_letter_since, read_topic_sync
 
 # One storescu association per group: storescu proposes one compressed transfer syntax per run.
 STORESCU_GROUPS = [
@@ -178,13 +178,8 @@ def test_bad_datasets_get_a_failure_status_and_a_dead_letter(
         assert answer.ErrorComment
         assert a.send_c_echo().Status == 0x0000  # the association and the listener carry on
 
-    letters = read_topic_sync(
-        kafka,
-        DICOM_DEADLETTER,
-        until=lambda rs: any(r["received_at"] >= since and r["reason"] == reason for r in rs),
-        timeout=30,
-    )
-    letter = next(r for r in letters if r["received_at"] >= since and r["reason"] == reason)
+    letter = dead_letter_since(kafka, DICOM_DEADLETTER, since, reason)
+    assert letter is not None
     assert letter["source"] == "dicom" and letter["detail"]
     assert base64.b64decode(letter["raw"]).endswith(body)
     assert (dicom_listener.process.process and dicom_listener.process.process.poll()) is None
@@ -199,13 +194,7 @@ def test_unwritable_blob_store_is_out_of_resources_and_dead_lettered(kafka: Kafk
             answer = assoc.send_c_store(sample_file("CT_small.dcm"))
         assert answer.Status == 0xA700
         assert "blob" in answer.ErrorComment
-        letters = read_topic_sync(
-            kafka,
-            DICOM_DEADLETTER,
-            until=lambda rs: any(r["received_at"] >= since and r["reason"] == "blob_store_unavailable" for r in rs),
-            timeout=30,
-        )
-        assert any(r["received_at"] >= since and r["reason"] == "blob_store_unavailable" for r in letters)
+        assert dead_letter_since(kafka, DICOM_DEADLETTER, since, "blob_store_unavailable") is not None
     finally:
         listener.process.stop()
     assert "dicom.instance_refused" in listener.process.log()

@@ -45,3 +45,12 @@ async def read_topic(
 
 def read_topic_sync(settings: KafkaSettings, topic: str, **kwargs: Any) -> list[dict[str, Any]]:
     return asyncio.run(read_topic(settings, topic, **kwargs))
+
+
+def dead_letter_since(settings: KafkaSettings, topic: str, since: str, reason: str) -> dict[str, Any] | None:
+    """The first dead letter on ``topic`` for ``reason`` received at or after ``since`` (waits up to 30 s)."""
+
+    def found(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+        return next((r for r in records if r["received_at"] >= since and r["reason"] == reason), None)
+
+    return found(read_topic_sync(settings, topic, until=lambda rs: found(rs) is not None, timeout=30))

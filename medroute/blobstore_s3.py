@@ -1,0 +1,123 @@
+"""The blob store on an S3-compatible object store (MinIO, Ceph RGW, AWS S3): the scale-out back end.
+
+Same references, same sealed format as :class:`medroute.blobstore.BlobStore`, and the blobs are sealed
+here, so the object store holds ciphertext only; the object of ``sha256:<hex>`` is
+``<prefix>/<hex[:2]>/<hex[2:4]>/<hex>``. ``put`` returns once the store has answered the PUT with success,
+which S3-compatible stores give only for a durably written object; the body carries a SHA-256 checksum
+that the store verifies before it answers.
+
+Configuration: ``MEDROUTE_BLOB_URL=s3://bucket[/prefix]``; ``MEDROUTE_S3_ENDPOINT`` (e.g.
+``https://minio.hospital.local:9000``; unset: AWS for the region), ``MEDROUTE_S3_REGION`` (default
+us-east-1). Credentials come the standard AWS ways, never from this repository: ``AWS_ACCESS_KEY_ID`` /
+``AWS_SECRET_ACCESS_KEY``, or a credentials file named by ``AWS_SHARED_CREDENTIALS_FILE``; a private CA by
+``AWS_CA_BUNDLE``. The EC2 instance-metadata lookup is off unless ``AWS_EC2_METADATA_DISABLED=false``: on a
+hospital network, no request goes to an address nobody configured.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Any
+from urllib.parse import urlparse
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from medroute.blobstore import KEY_BYTES, BlobError, digest_of, reference_of, seal, unseal
+from medroute.config import env_str
+
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 30.0
+ATTEMPTS = 3  # botocore's standard retry mode: transient errors and throttling are retried with backoff
+MAX_CONNECTIONS = 64  # one per concurrent association or worker thread, with room
+
+
+def _error(exc: Exception) -> str:
+    """What went wrong, without request details: the S3 error code or the exception's name."""
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code") or "error")
+    return type(exc).__name__
+
+
+class S3BlobStore:
+    """Encrypted blobs as objects in ``bucket`` under ``prefix``. Safe to share between threads."""
+
+    def __init__(self, bucket: str, prefix: str, key: bytes, client: Any) -> None:
+        if len(key) != KEY_BYTES:
+            raise BlobError(f"blob key must be {KEY_BYTES} bytes, got {len(key)}")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self._key = key
+        self._aead = AESGCM(key)
+        self._client = client
+
+    @classmethod
+    def from_env(cls, url: str, key: bytes) -> S3BlobStore:
+        """The store named by ``url`` (``s3://bucket[/prefix]``), reached as the module docstring says."""
+        parsed = urlparse(url)
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise BlobError(f"MEDROUTE_BLOB_URL must be s3://bucket[/prefix], got {url!r}")
+        os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+        config = Config(
+            connect_timeout=CONNECT_TIMEOUT,
+            read_timeout=READ_TIMEOUT,
+            retries={"max_attempts": ATTEMPTS, "mode": "standard"},
+            max_pool_connections=MAX_CONNECTIONS,
+        )
+        client = boto3.session.Session().client(
+            "s3",
+            endpoint_url=env_str("MEDROUTE_S3_ENDPOINT") or None,
+            region_name=env_str("MEDROUTE_S3_REGION") or "us-east-1",
+            config=config,
+        )
+        return cls(parsed.netloc, parsed.path, key, client)
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+    def object_key(self, reference: str) -> str:
+        digest = digest_of(reference)
+        name = f"{digest[:2]}/{digest[2:4]}/{digest}"
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def put(self, *parts: bytes | memoryview) -> str:
+        """Store the bytes of ``parts``, one after the other, durably; returns their reference. Storing
+        the same bytes twice is one object."""
+        reference = reference_of(*parts)
+        if reference in self:
+            return reference
+        body = io.BytesIO()
+        seal(self._key, reference, parts, body.write)
+        try:
+            self._client.put_object(
+                Bucket=self.bucket, Key=self.object_key(reference), Body=body.getvalue(), ChecksumAlgorithm="SHA256"
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise BlobError(f"cannot store blob in {self}: {_error(exc)}") from None
+        return reference
+
+    def get(self, reference: str) -> bytes:
+        """The exact bytes that were put under ``reference``."""
+        try:
+            sealed = self._client.get_object(Bucket=self.bucket, Key=self.object_key(reference))["Body"].read()
+        except ClientError as exc:
+            if _error(exc) in ("NoSuchKey", "404"):
+                raise BlobError(f"blob {reference} is not in {self}") from None
+            raise BlobError(f"cannot read blob {reference}: {_error(exc)}") from None
+        except BotoCoreError as exc:
+            raise BlobError(f"cannot read blob {reference}: {_error(exc)}") from None
+        return unseal(self._aead, reference, sealed)
+
+    def __contains__(self, reference: str) -> bool:
+        try:
+            self._client.head_object(Bucket=self.bucket, Key=self.object_key(reference))
+        except ClientError as exc:
+            if _error(exc) in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise BlobError(f"cannot look up blob {reference} in {self}: {_error(exc)}") from None
+        except BotoCoreError as exc:
+            raise BlobError(f"cannot look up blob {reference} in {self}: {_error(exc)}") from None
+        return True

@@ -1,0 +1,169 @@
+"""The blob store on an S3-compatible object store: the same promises as the directory store (exact
+bytes back, ciphertext only at rest, one object per content, errors instead of wrong data), and the
+DICOM listener answers success only once the object is stored.
+
+The object store is moto's S3 server on a local port, spoken to over HTTP by the real boto3 client, as
+a MinIO or Ceph gateway would be."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+
+from medroute import blobstore
+from medroute.blobstore import MAGIC, BlobError, reference_of
+from medroute.blobstore_s3 import S3BlobStore
+from medroute.config import DICOM_DEADLETTER, DICOM_INBOUND, KafkaSettings
+from medroute.ports import free_port
+from medroute.records import utc_now
+from tests.integration.conftest import DICOM_TEST_BLOB_KEY, start_dicom_listener
+from tests.integration.dicom_peers import (
+    association,
+    contexts,
+    contexts_of_files,
+    sample_file,
+    sending_files_as_they_are,
+    split_part10,
+)
+from tests.integration.topic_reading import dead_letter_since, read_topic_sync
+
+# moto accepts any credentials; these only have to be present for boto3 to sign requests.
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "medroute-test", "AWS_SECRET_ACCESS_KEY": "medroute-test-secret"}
+
+
+@dataclass
+class S3Peer:
+    endpoint: str
+    bucket: str
+
+    def client(self) -> Any:  # boto3 generates its client classes at run time
+        return boto3.session.Session().client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        )
+
+    def env(self, prefix: str = "") -> dict[str, str]:
+        """What a medroute process needs to keep its blobs in this server's bucket."""
+        return {
+            "MEDROUTE_BLOB_URL": f"s3://{self.bucket}/{prefix}" if prefix else f"s3://{self.bucket}",
+            "MEDROUTE_S3_ENDPOINT": self.endpoint,
+            **CREDENTIALS,
+        }
+
+
+@pytest.fixture(scope="module")
+def s3_peer() -> Iterator[S3Peer]:
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    peer = S3Peer(f"http://127.0.0.1:{port}", "medroute-blobs")
+    peer.client().create_bucket(Bucket=peer.bucket)
+    yield peer
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_peer: S3Peer, monkeypatch: pytest.MonkeyPatch) -> S3Peer:
+    for name, value in {**s3_peer.env("site-a"), "MEDROUTE_BLOB_KEY": DICOM_TEST_BLOB_KEY.hex()}.items():
+        monkeypatch.setenv(name, value)
+    return s3_peer
+
+
+def _objects(peer: S3Peer, prefix: str) -> list[str]:
+    listing = peer.client().list_objects_v2(Bucket=peer.bucket, Prefix=prefix)
+    return [entry["Key"] for entry in listing.get("Contents", [])]
+
+
+def test_configured_store_keeps_exact_bytes_as_ciphertext_objects(s3_env: S3Peer) -> None:
+    store = blobstore.from_env()
+    assert isinstance(store, S3BlobStore)
+    head, body = b"\x00" * 132, os.urandom(3 * 1024 * 1024 + 17)  # several encryption chunks
+    reference = store.put(head, memoryview(body))
+    assert reference == reference_of(head + body)
+    assert store.get(reference) == head + body
+    digest = reference.removeprefix("sha256:")
+    key = f"site-a/{digest[:2]}/{digest[2:4]}/{digest}"
+    assert _objects(s3_env, "site-a/") == [key]
+    stored = s3_env.client().get_object(Bucket=s3_env.bucket, Key=key)["Body"].read()
+    assert stored.startswith(MAGIC) and body[:64] not in stored  # the object store holds ciphertext only
+
+    assert store.put(head + body) == reference  # the same content again: still one object
+    assert _objects(s3_env, "site-a/") == [key]
+    assert reference in store and reference_of(b"never stored") not in store
+
+
+def test_altered_missing_or_foreign_objects_are_errors(s3_env: S3Peer) -> None:
+    store = blobstore.from_env()
+    reference = store.put(b"a report's bytes")
+    key = store.object_key(reference)
+    client = s3_env.client()
+    sealed = bytearray(client.get_object(Bucket=s3_env.bucket, Key=key)["Body"].read())
+    sealed[-20] ^= 0x01
+    client.put_object(Bucket=s3_env.bucket, Key=key, Body=bytes(sealed))
+    with pytest.raises(BlobError, match="fails authentication"):
+        store.get(reference)
+    with pytest.raises(BlobError, match="is not in s3://medroute-blobs/site-a"):
+        store.get(reference_of(b"never stored"))
+    with pytest.raises(BlobError, match="not a blob reference"):
+        store.get("sha256:../../etc/passwd")
+
+
+def test_unreachable_store_or_missing_bucket_is_an_error(s3_env: S3Peer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEDROUTE_BLOB_URL", "s3://no-such-bucket")
+    with pytest.raises(BlobError, match="NoSuchBucket"):
+        blobstore.from_env().put(b"bytes")
+    monkeypatch.setenv("MEDROUTE_S3_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(BlobError, match="cannot"):
+        blobstore.from_env().put(b"bytes")
+    monkeypatch.setenv("MEDROUTE_BLOB_URL", "https://not-s3/bucket")
+    with pytest.raises(BlobError, match="s3://bucket"):
+        blobstore.from_env()
+
+
+def test_dicom_listener_answers_success_only_with_the_object_stored(
+    kafka: KafkaSettings, s3_peer: S3Peer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = [sample_file(name) for name in ("CT_small.dcm", "RG1_UNCR.dcm")]  # 7 MB CR: several chunks
+    listener = start_dicom_listener(kafka.bootstrap_servers, str(tmp_path / "ok"), **s3_peer.env("listener"))
+    since = utc_now()
+    try:
+        with sending_files_as_they_are(), association(listener.port, contexts_of_files(files)) as assoc:
+            statuses = [assoc.send_c_store(path).Status for path in files]
+    finally:
+        listener.process.stop()
+    assert statuses == [0x0000, 0x0000]
+    records = read_topic_sync(
+        kafka, DICOM_INBOUND, until=lambda rs: sum(r["received_at"] >= since for r in rs) >= 2, timeout=60
+    )
+    # Read back as the worker does: the store its environment configures.
+    for name, value in {**s3_peer.env("listener"), "MEDROUTE_BLOB_KEY": DICOM_TEST_BLOB_KEY.hex()}.items():
+        monkeypatch.setenv(name, value)
+    store = blobstore.from_env()
+    by_name = {Path(r["blob"]).name: r for r in records if r["received_at"] >= since}
+    assert len(by_name) == 2 and len(_objects(s3_peer, "listener/")) == 2
+    received = sorted(split_part10(store.get(r["blob"]))[1] for r in by_name.values())
+    assert received == sorted(split_part10(path.read_bytes())[1] for path in files)
+
+    missing = start_dicom_listener(
+        kafka.bootstrap_servers, str(tmp_path / "missing"), **{**s3_peer.env(), "MEDROUTE_BLOB_URL": "s3://absent"}
+    )
+    since = utc_now()
+    try:
+        with association(missing.port, contexts([CTImageStorage], [ExplicitVRLittleEndian])) as assoc:
+            answer = assoc.send_c_store(files[0])
+    finally:
+        missing.process.stop()
+    assert answer.Status == 0xA700 and "blob" in answer.ErrorComment
+    assert dead_letter_since(kafka, DICOM_DEADLETTER, since, "blob_store_unavailable") is not None

@@ -33,6 +33,7 @@ CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 30.0
 ATTEMPTS = 3  # botocore's standard retry mode: transient errors and throttling are retried with backoff
 MAX_CONNECTIONS = 64  # one per concurrent association or worker thread, with room
+NOT_FOUND = frozenset({"NoSuchKey", "NotFound", "404"})  # GET says NoSuchKey; HEAD, having no body, 404
 
 
 def _error(exc: Exception) -> str:
@@ -104,7 +105,7 @@ class S3BlobStore:
         try:
             sealed = self._client.get_object(Bucket=self.bucket, Key=self.object_key(reference))["Body"].read()
         except ClientError as exc:
-            if _error(exc) in ("NoSuchKey", "404"):
+            if _error(exc) in NOT_FOUND:
                 raise BlobError(f"blob {reference} is not in {self}") from None
             raise BlobError(f"cannot read blob {reference}: {_error(exc)}") from None
         except BotoCoreError as exc:
@@ -115,7 +116,7 @@ class S3BlobStore:
         try:
             self._client.head_object(Bucket=self.bucket, Key=self.object_key(reference))
         except ClientError as exc:
-            if _error(exc) in ("404", "NoSuchKey", "NotFound"):
+            if _error(exc) in NOT_FOUND:
                 return False
             raise BlobError(f"cannot look up blob {reference} in {self}: {_error(exc)}") from None
         except BotoCoreError as exc:

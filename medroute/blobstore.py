@@ -56,6 +56,11 @@ def parse_key(text: str) -> bytes:
         key = bytes.fromhex(text) if len(text) == 2 * KEY_BYTES else base64.b64decode(text, validate=True)
     except (ValueError, binascii.Error):
         raise BlobError("blob key must be 32 bytes as 64 hex characters or base64") from None
+    return checked_key(key)
+
+
+def checked_key(key: bytes) -> bytes:
+    """``key`` if it is an AES-256 key; ``BlobError`` otherwise."""
     if len(key) != KEY_BYTES:
         raise BlobError(f"blob key must be {KEY_BYTES} bytes, got {len(key)}")
     return key
@@ -154,10 +159,8 @@ class BlobStore:
     """A directory of encrypted blobs. Safe to share between threads and processes."""
 
     def __init__(self, root: str | Path, key: bytes) -> None:
-        if len(key) != KEY_BYTES:
-            raise BlobError(f"blob key must be {KEY_BYTES} bytes, got {len(key)}")
         self.root = Path(root)
-        self._key = key
+        self._key = checked_key(key)
         self._aead = AESGCM(key)
 
     def path_of(self, reference: str) -> Path:

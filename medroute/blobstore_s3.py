@@ -26,7 +26,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from medroute.blobstore import KEY_BYTES, BlobError, digest_of, reference_of, seal, unseal
+from medroute.blobstore import BlobError, checked_key, digest_of, reference_of, seal, unseal
 from medroute.config import env_str
 
 CONNECT_TIMEOUT = 5.0
@@ -47,11 +47,9 @@ class S3BlobStore:
     """Encrypted blobs as objects in ``bucket`` under ``prefix``. Safe to share between threads."""
 
     def __init__(self, bucket: str, prefix: str, key: bytes, client: Any) -> None:
-        if len(key) != KEY_BYTES:
-            raise BlobError(f"blob key must be {KEY_BYTES} bytes, got {len(key)}")
         self.bucket = bucket
         self.prefix = prefix.strip("/")
-        self._key = key
+        self._key = checked_key(key)
         self._aead = AESGCM(key)
         self._client = client
 

@@ -74,10 +74,15 @@ def s3_peer() -> Iterator[S3Peer]:
     server.stop()
 
 
+def _configure(monkeypatch: pytest.MonkeyPatch, peer: S3Peer, prefix: str) -> None:
+    """This test process's environment names the peer's bucket under ``prefix``, with the test key."""
+    for name, value in {**peer.env(prefix), "MEDROUTE_BLOB_KEY": DICOM_TEST_BLOB_KEY.hex()}.items():
+        monkeypatch.setenv(name, value)
+
+
 @pytest.fixture
 def s3_env(s3_peer: S3Peer, monkeypatch: pytest.MonkeyPatch) -> S3Peer:
-    for name, value in {**s3_peer.env("site-a"), "MEDROUTE_BLOB_KEY": DICOM_TEST_BLOB_KEY.hex()}.items():
-        monkeypatch.setenv(name, value)
+    _configure(monkeypatch, s3_peer, "site-a")
     return s3_peer
 
 
@@ -148,12 +153,11 @@ def test_dicom_listener_answers_success_only_with_the_object_stored(
         kafka, DICOM_INBOUND, until=lambda rs: sum(r["received_at"] >= since for r in rs) >= 2, timeout=60
     )
     # Read back as the worker does: the store its environment configures.
-    for name, value in {**s3_peer.env("listener"), "MEDROUTE_BLOB_KEY": DICOM_TEST_BLOB_KEY.hex()}.items():
-        monkeypatch.setenv(name, value)
+    _configure(monkeypatch, s3_peer, "listener")
     store = blobstore.from_env()
-    by_name = {Path(r["blob"]).name: r for r in records if r["received_at"] >= since}
-    assert len(by_name) == 2 and len(_objects(s3_peer, "listener/")) == 2
-    received = sorted(split_part10(store.get(r["blob"]))[1] for r in by_name.values())
+    blobs = {r["blob"] for r in records if r["received_at"] >= since}
+    assert len(blobs) == 2 and len(_objects(s3_peer, "listener/")) == 2
+    received = sorted(split_part10(store.get(blob))[1] for blob in blobs)
     assert received == sorted(split_part10(path.read_bytes())[1] for path in files)
 
     missing = start_dicom_listener(

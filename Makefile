@@ -31,13 +31,13 @@ lint: setup
 	$(BIN)/ruff check .
 
 bench-mllp: setup
-	$(BIN)/python -m tools.bench_mllp
+	$(BIN)/python -m tools.benchmarks.mllp
 
 bench-dicom: setup
-	$(BIN)/python -m tools.bench_dicom
+	$(BIN)/python -m tools.benchmarks.dicom
 
 bench-replay: setup
-	$(BIN)/python -m tools.bench_replay
+	$(BIN)/python -m tools.benchmarks.replay
 
 clean:
 	-$(BIN)/medroute kafka stop

@@ -96,6 +96,8 @@ class RoutingDecision(_JsonRecord):
     rule: str  # name of the routing rule that fired
     destinations: list[str]
     decided_at: str = field(default_factory=utc_now)
+    # Set when part of the item could not be read, e.g. "extraction_failed" (an embedded document).
+    reason: str | None = None
     replay_id: str | None = None
     # Replayed decisions only: where the decided record sits, "topic:partition:offset".
     source_offset: str | None = None

@@ -3,7 +3,7 @@
 Input is a display-ready grayscale image: a 2-D float32 array in [0, 1] where 1 is white (the DICOM
 pixel decoding, modality/VOI LUT and MONOCHROME1 inversion happen before this, in ``pipeline.pixels``).
 ``preprocess`` turns it into the network's input exactly as the manifest's ``preprocessing`` says;
-training (``tools.finetune_image``) calls the same function, so train and serve cannot drift apart.
+training (``tools.modelling.finetune_image``) calls the same function, so train and serve cannot drift apart.
 
 The graph takes ``image`` (float32, [batch, channels, size, size]) and returns ``probabilities``
 ([batch, n_labels], the bundle's label order).

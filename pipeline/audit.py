@@ -63,7 +63,6 @@ def _classified(outcome: Decided) -> AuditEvent:
             "below_threshold": classification.below_threshold,
             "sources": outcome.extracted.sources,
             "characters": len(outcome.extracted.text),
-            "parse": outcome.extracted.parse,
         },
     )
 
@@ -127,6 +126,8 @@ def _routed(outcome: Decided | ImageDecided) -> AuditEvent:
             "destinations": decision.destinations,
             "message_type": decision.message_type,
             "model": decision.model,
+            **({"reason": decision.reason} if decision.reason else {}),
+            **({"extraction_failures": outcome.extracted.failures} if _failures(outcome) else {}),
         },
     )
 
@@ -141,3 +142,7 @@ def _rejected(outcome: Rejected) -> list[AuditEvent]:
             details={"reason": letter.reason, "dead_letter_topic": outcome.topic, "peer": letter.peer},
         )
     ]
+
+
+def _failures(outcome: Decided | ImageDecided) -> list[str]:
+    return outcome.extracted.failures if isinstance(outcome, Decided) else []

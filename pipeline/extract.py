@@ -4,26 +4,33 @@ What is read, in segment order, one line per field repetition, joined with newli
 
 * ``OBX-5`` where ``OBX-2`` (value type) is ``TX``, ``FT`` or ``ST``: report lines of ORU results and
   the document body of MDM messages (the OBX segments after TXA);
+* ``OBX-5`` where ``OBX-2`` is ``ED``: an embedded document (base64 PDF with a text layer, RTF, HTML,
+  plain text; see :mod:`formats.hl7.encapsulated`), as many MDM feeds carry their reports only this way;
 * ``NTE-3`` comments.
 
 Escape sequences are turned back into text with the delimiters the message's own MSH declares and
-its character set (see :mod:`pipeline.escapes`: ``\\.br\\`` is a line break, ``\\F\\`` a field
+its character set (see :mod:`formats.hl7.escapes`: ``\\.br\\`` is a line break, ``\\F\\`` a field
 separator, ``\\X..\\`` hex data...). Z-segments and field repetitions are accepted anywhere.
 
+An embedded document that cannot be read (bad base64, a corrupt PDF) is left out and named in
+``failures``; the rest of the message is still read and the decision says ``extraction_failed``.
+
 What is not read: coded or structured OBX values (``CE``, ``CWE``, ``CNE``, ``NM``, ``SN``, dates...),
-OBX without a value type, encapsulated documents (``ED``, e.g. base64 PDF) and reference pointers
-(``RP``); TXA itself (document metadata: type code, status, authors); OBR (order codes, reason for
-study); PID, PV1 and the other segments that carry names and identifiers; Z-segments. A message
-without such text (ADT, ORM, SIU, most lab results) is routed on its message type alone.
+OBX without a value type and reference pointers (``RP``); TXA itself (document metadata: type code,
+status, authors); OBR (order codes, reason for study); PID, PV1 and the other segments that carry names
+and identifiers; Z-segments. A message without such text (ADT, ORM, SIU, most lab results) is routed on
+its message type alone.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from formats.documents import DocumentError
+from formats.hl7.encapsulated import document_text
+from formats.hl7.escapes import unescape
+from formats.hl7.message import Message, read_lenient
 from medroute.records import Hl7Record
-from pipeline.escapes import unescape
-from pipeline.hl7parse import ParsedMessage, ParserName, Segment, parse
 
 TEXT_VALUE_TYPES = frozenset({"TX", "FT", "ST"})
 _UTF8_BOM = b"\xef\xbb\xbf"
@@ -32,8 +39,8 @@ _UTF8_BOM = b"\xef\xbb\xbf"
 @dataclass(frozen=True)
 class ExtractedText:
     text: str  # "" when the message carries no clinical text
-    sources: list[str]  # the fields the text came from, e.g. ["OBX-5", "NTE-3"]
-    parse: ParserName  # "hl7apy", or "fallback" when hl7apy could not read the message
+    sources: list[str]  # the fields the text came from, e.g. ["OBX-5", "NTE-3", "OBX-5 ED pdf"]
+    failures: list[str] = field(default_factory=list)  # embedded documents not read, e.g. "OBX-5 ED: ..."
 
     @property
     def has_text(self) -> bool:
@@ -42,28 +49,40 @@ class ExtractedText:
 
 def extract_text(record: Hl7Record) -> ExtractedText:
     """Clinical text of a stored message (raises ``UnicodeDecodeError`` if its bytes do not decode)."""
-    return text_of(parse(record.text()), record.encoding)
+    return text_of(read_lenient(record.text()), record.encoding)
 
 
-def text_of(message: ParsedMessage, encoding: str) -> ExtractedText:
+def text_of(message: Message, encoding: str) -> ExtractedText:
+    delimiters = message.delimiters
     lines: list[str] = []
     sources: list[str] = []
-    for segment in message.segments:
-        source, values = _text_field(segment, message.delimiters.component)
-        for value in values:
-            line = unescape(value, message.delimiters, encoding).rstrip()
-            lines.append(line)
-            if line.strip() and source not in sources:
-                sources.append(source)
-    return ExtractedText("\n".join(lines).strip(), sources, message.parser)
+    failures: list[str] = []
 
+    def add(source: str, text: str) -> None:
+        lines.append(text)
+        if text.strip() and source not in sources:
+            sources.append(source)
 
-def _text_field(segment: Segment, component: str) -> tuple[str, list[str]]:
-    if segment.name == "OBX" and segment.first(2, component).upper() in TEXT_VALUE_TYPES:
-        return "OBX-5", segment.repetitions(5)
-    if segment.name == "NTE":
-        return "NTE-3", segment.repetitions(3)
-    return "", []
+    for segment in message.iter_segments("OBX", "NTE"):
+        if segment.name == "NTE":
+            for value in segment.repetitions(3):
+                add("NTE-3", unescape(value, delimiters, encoding).rstrip())
+            continue
+        value_type = segment.component(2).upper()
+        if value_type in TEXT_VALUE_TYPES:
+            for value in segment.repetitions(5):
+                add("OBX-5", unescape(value, delimiters, encoding).rstrip())
+        elif value_type == "ED":
+            for value in segment.repetitions(5):
+                try:
+                    document = document_text(value, delimiters, encoding)
+                except DocumentError as exc:  # messages describe the failure, never the content
+                    failures.append(f"OBX-5 ED: {exc}")
+                    continue
+                if document is not None:
+                    text, kind = document
+                    add(f"OBX-5 ED {kind}", text.strip())
+    return ExtractedText("\n".join(lines).strip(), sources, failures)
 
 
 def component_separator(record: Hl7Record) -> str:

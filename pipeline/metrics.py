@@ -10,7 +10,9 @@ CLASSIFIED = Counter("medroute_worker_classified", "Messages classified, by mode
 DECISIONS = Counter("medroute_worker_decisions", "Routing decisions published, by rule", ["rule"])
 DEAD_LETTERED = Counter("medroute_worker_dead_lettered", "Records dead-lettered by the worker, by reason", ["reason"])
 DUPLICATES = Counter("medroute_worker_duplicates", "Redelivered records recognised as already decided")
-PARSE_FALLBACKS = Counter("medroute_worker_parse_fallbacks", "Messages hl7apy could not parse (plain splitter used)")
+EXTRACTION_FAILURES = Counter(
+    "medroute_worker_extraction_failures", "Messages with an embedded document that could not be read"
+)
 CLASSIFY_LATENCY = Histogram(
     "medroute_worker_classify_latency_seconds", "One predict call over a micro-batch", buckets=_LATENCY_BUCKETS
 )

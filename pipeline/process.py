@@ -60,8 +60,8 @@ class Processor:
                 log.error("extract_failed", message=hash_id(record.message_id), error=type(exc).__name__)
                 rejected[n] = _rejected(record, "extract_failed", f"text extraction failed ({type(exc).__name__})")
                 continue
-            if extracted.parse == "fallback":
-                metrics.PARSE_FALLBACKS.inc()
+            if extracted.failures:
+                metrics.EXTRACTION_FAILURES.inc()
             readable.append((record, extracted))
         started = time.perf_counter()
         classifications = classify_many([extracted for _, extracted in readable], self.classifier)

@@ -7,12 +7,14 @@ conditions, so every item gets a decision. Rules are loaded and checked by :mod:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from fnmatch import fnmatchcase
 
 from medroute.records import DicomRecord, Hl7Record, RoutingDecision
 from pipeline.classify import Classification
 from pipeline.extract import ExtractedText, component_separator, message_type
+
+EXTRACTION_FAILED = "extraction_failed"
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,8 @@ def decide(
     record: Hl7Record, extracted: ExtractedText, classification: Classification | None, rules: Rules
 ) -> RoutingDecision:
     """The routing decision for one item; without text it rests on the message metadata alone."""
-    return _decision(record.message_id, facts_of(record, extracted, classification), classification, rules)
+    decision = _decision(record.message_id, facts_of(record, extracted, classification), classification, rules)
+    return replace(decision, reason=EXTRACTION_FAILED) if extracted.failures else decision
 
 
 def dicom_message_type(record: DicomRecord) -> str:

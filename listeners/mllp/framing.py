@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from listeners.mllp.errors import FRAME_TOO_LARGE, JUNK, TRUNCATED, Reason
+from formats.hl7.errors import FRAME_TOO_LARGE, JUNK, TRUNCATED, Reason
 
 START_BLOCK = 0x0B
 END_BLOCK = b"\x1c\x0d"

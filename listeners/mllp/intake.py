@@ -16,60 +16,41 @@ from collections.abc import Hashable
 
 import structlog
 
+from formats.hl7 import charsets, validate
+from formats.hl7.ack import ack_code, build_ack, should_answer
+from formats.hl7.errors import STORAGE_UNAVAILABLE, MessageError, Outcome, Reason
+from formats.hl7.message import Message, MshHeader, check_structure, read_header, read_message
+from formats.hl7.record import hl7_record
 from listeners import metrics
-from listeners.mllp import charsets, hl7fast, strict
-from listeners.mllp.ack import ack_code, build_ack, should_answer
 from listeners.mllp.dedup import RecentMessages
-from listeners.mllp.errors import STORAGE_UNAVAILABLE, MessageError, Outcome, Reason
 from listeners.mllp.framing import FrameError
 from listeners.mllp.settings import MllpSettings
 from listeners.sink import RecordSink, SinkUnavailable
 from medroute.config import AUDIT_EVENTS, HL7_DEADLETTER, HL7_INBOUND
 from medroute.logs import hash_id
-from medroute.records import AuditEvent, DeadLetter, Hl7Record, new_id, utc_now
+from medroute.records import AuditEvent, DeadLetter, utc_now
 
 LISTENER = "mllp"
 ACTOR = "listener.mllp"
 log = structlog.get_logger("listeners.mllp")
 
 
-def _salvage(payload: bytes) -> tuple[hl7fast.MshHeader, str]:
+def _salvage(payload: bytes) -> tuple[MshHeader, str]:
     """Header of a message that could not be decoded, read as Latin-1 so that fields echoed into the
     ACK come back byte for byte as the sender wrote them."""
     body = payload.removeprefix(charsets.UTF8_BOM)
-    return hl7fast.read_header(body.decode("latin-1")), "latin-1"
+    return read_header(body.decode("latin-1")), "latin-1"
 
 
 def _structural_error(payload: bytes, charset_error: MessageError) -> MessageError:
     """For a message that failed decoding, a structural problem is the better answer: binary garbage
     is "no MSH" (AR), not "bad bytes for ASCII" (AE)."""
     try:
-        hl7fast.check_structure(payload.removeprefix(charsets.UTF8_BOM).decode("latin-1"))
+        check_structure(payload.removeprefix(charsets.UTF8_BOM).decode("latin-1"))
     except MessageError as structural:
         return structural
     return charset_error
 
-
-def record_for(
-    payload: bytes, decoded: charsets.Decoded, header: hl7fast.MshHeader, *, peer: str, received_at: str
-) -> Hl7Record:
-    """The record stored for an accepted message (also what benchmarks and tools produce as "received")."""
-    return Hl7Record(
-        message_id=new_id(),
-        raw=payload,
-        charset=decoded.charset,
-        encoding=decoded.codec,
-        received_at=received_at,
-        peer=peer,
-        sending_application=header.sending_application,
-        sending_facility=header.sending_facility,
-        receiving_application=header.receiving_application,
-        receiving_facility=header.receiving_facility,
-        # Stored with HL7's standard component separator, whatever the sender's delimiters.
-        message_type="^".join(header.message_type.split(header.delimiters.component)),
-        control_id=header.control_id,
-        version=header.version_id,
-    )
 
 class Intake:
     def __init__(self, sink: RecordSink, settings: MllpSettings) -> None:
@@ -89,11 +70,11 @@ class Intake:
             header, codec = _salvage(payload)
             return await self._refuse(payload, peer, header, codec, _structural_error(payload, exc), started)
         try:
-            message = hl7fast.parse(decoded.text)
+            message = read_message(decoded.text)
             if self._settings.strict:
-                await asyncio.to_thread(strict.validate, message)
+                await asyncio.to_thread(validate.validate, message)
         except MessageError as exc:
-            return await self._refuse(payload, peer, hl7fast.read_header(decoded.text), decoded.codec, exc, started)
+            return await self._refuse(payload, peer, read_header(decoded.text), decoded.codec, exc, started)
         return await self._store(payload, peer, decoded, message, received_at, started)
 
     async def handle_frame_error(self, error: FrameError, peer: str) -> bytes | None:
@@ -112,7 +93,7 @@ class Intake:
         payload: bytes,
         peer: str,
         decoded: charsets.Decoded,
-        message: hl7fast.ParsedMessage,
+        message: Message,
         received_at: str,
         started: float,
     ) -> bytes | None:
@@ -122,7 +103,7 @@ class Intake:
             metrics.DUPLICATES.labels(LISTENER).inc()
             log.info("mllp.duplicate", control_id=hash_id(header.control_id), peer=peer)
             return self._answer(header, decoded.codec, Outcome.ACCEPT, started)
-        record = record_for(payload, decoded, header, peer=peer, received_at=received_at)
+        record = hl7_record(payload, decoded, header, peer=peer, received_at=received_at)
         # Keyed by patient so one patient's messages stay in order on one partition.
         key = (message.patient_id or header.control_id).encode("utf-8")
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
@@ -172,7 +153,7 @@ class Intake:
         self,
         raw: bytes,
         peer: str,
-        header: hl7fast.MshHeader,
+        header: MshHeader,
         codec: str,
         error: MessageError,
         started: float,
@@ -224,7 +205,7 @@ class Intake:
 
     def _answer(
         self,
-        header: hl7fast.MshHeader,
+        header: MshHeader,
         codec: str,
         outcome: Outcome,
         started: float,

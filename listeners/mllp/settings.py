@@ -5,8 +5,8 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass, field
 
-from listeners.mllp.charsets import codec_for
-from listeners.mllp.errors import MessageError
+from formats.hl7.charsets import codec_for
+from formats.hl7.errors import MessageError
 from listeners.mllp.framing import DEFAULT_MAX_FRAME
 from listeners.tls import server_context
 from medroute.config import env_bool, env_float, env_int, env_str

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from medroute.config import KafkaSettings
-from medroute.kafka.broker import LocalBroker
 from medroute.kafka.topics import ensure_topics
 from medroute.ports import free_port
+from shell.broker import LocalBroker
 from tests.integration.processes import ChildProcess
 
 

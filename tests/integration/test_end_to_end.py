@@ -12,7 +12,7 @@ from pathlib import Path
 
 from listeners.mllp.client import MllpClient
 from medroute.config import AUDIT_EVENTS, HL7_INBOUND, ROUTING_DECISIONS, KafkaSettings
-from medroute.samples import SampleMessage, sample_messages
+from shell.samples import SampleMessage, sample_messages
 from tests.integration.conftest import RunningListener
 from tests.integration.mllp_peers import mllp_send_file, parse_ack
 from tests.integration.processes import ChildProcess

@@ -54,8 +54,8 @@ def test_durable_round_trip(kafka: KafkaSettings) -> None:
 
 def test_a_cluster_id_that_starts_with_a_dash_formats(tmp_path) -> None:
     # base64 ids start with "-" one time in 64; the storage tool once read such an id as an option.
-    from medroute.kafka.broker import LocalBroker
     from medroute.ports import free_port
+    from shell.broker import LocalBroker
 
     broker = LocalBroker(
         data_dir=tmp_path / "kafka", port=free_port(), controller_port=free_port(), cluster_id="-startsWithADash000000"

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from listeners.mllp.client import MllpClient
 from medroute.config import HL7_INBOUND, KafkaSettings
-from medroute.kafka.broker import LocalBroker
 from medroute.ports import free_port
-from medroute.samples import SampleMessage, sample_messages
+from shell.broker import LocalBroker
+from shell.samples import SampleMessage, sample_messages
 from tests.integration.conftest import start_listener
 from tests.integration.mllp_peers import parse_ack
 from tests.integration.topic_reading import read_topic_sync

@@ -19,7 +19,7 @@ from listeners.mllp.server import MllpServer
 from listeners.mllp.settings import MllpSettings
 from listeners.sink import KafkaSink
 from medroute.config import HL7_INBOUND, KafkaSettings
-from medroute.kafka.broker import LocalBroker
+from shell.broker import LocalBroker
 from tests.integration.conftest import RunningListener
 from tests.integration.mllp_peers import mllp_send_file
 from tests.integration.test_mllp_bad_input import TopicCollector

@@ -12,9 +12,9 @@ import uuid
 from pathlib import Path
 
 from medroute.config import AUDIT_EVENTS, REPO_ROOT, ROUTING_DECISIONS, KafkaSettings
-from medroute.kafka.broker import LocalBroker
 from models.bundle import load_manifest, write_manifest
 from models.registry import INSTALLED_DIR
+from shell.broker import LocalBroker
 from tests.integration.processes import ChildProcess
 from tests.integration.test_worker import produce
 from tests.integration.topic_reading import read_topic_sync
@@ -31,7 +31,7 @@ def second_version(models_dir: Path) -> str:
 
 def promote(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "medroute.cli", "promote", *args],
+        [sys.executable, "-m", "shell.cli", "promote", *args],
         env=env,
         cwd=REPO_ROOT,
         capture_output=True,

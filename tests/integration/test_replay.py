@@ -27,21 +27,21 @@ from typing import Any
 
 import pytest
 
-from listeners.mllp.charsets import decode
+from formats.hl7.charsets import decode
 from medroute.config import HL7_INBOUND, REPLAY_CHECKPOINTS, REPO_ROOT, ROUTING_DECISIONS, KafkaSettings
-from medroute.kafka.broker import LocalBroker
 from medroute.kafka.client import consumer, durable_producer, topic_partitions
 from medroute.kafka.topics import ensure_topics
 from medroute.ports import free_port
 from medroute.records import Hl7Record
-from medroute.samples import sample_messages
 from models.bundle import sha256_file
 from models.registry import INSTALLED_DIR
 from models.text import TextClassifier
 from pipeline.outcomes import Decided
 from pipeline.process import Processor
 from pipeline.rules import load_rules
-from tools.replay.checkpoint import Checkpoint, latest_checkpoint
+from shell.broker import LocalBroker
+from shell.samples import sample_messages
+from tools.operations.replay.checkpoint import Checkpoint, latest_checkpoint
 
 MESSAGES = 5000
 TIME_SLICE = (2000, 2320)  # message numbers [from, to) selected by time
@@ -161,7 +161,7 @@ def replay_command(kafka: KafkaSettings, models: Path, home: Path, *args: str) -
         "MEDROUTE_HOME": str(home),
         "PYTHONPATH": str(REPO_ROOT),
     }
-    return [sys.executable, "-m", "medroute.cli", "replay", *args], env
+    return [sys.executable, "-m", "shell.cli", "replay", *args], env
 
 
 def run_replay(kafka: KafkaSettings, models: Path, home: Path, *args: str, timeout: float = 240) -> str:
@@ -348,7 +348,7 @@ def test_diff_counts_match_a_direct_count_of_both_topics(
 def test_backfill_publishes_exactly_the_changed_decisions_to_the_live_topic(
     kafka: KafkaSettings, time_replay: TimeReplay, live_decisions: dict
 ):
-    from tools.replay.backfill import backfill
+    from tools.operations.replay.backfill import backfill
 
     ids = {s.record.message_id for s in time_replay.expected}
     live = {d["message_id"]: d for d in read_committed_topic(kafka, ROUTING_DECISIONS) if d["message_id"] in ids}

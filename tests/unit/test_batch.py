@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medroute.samples import REPORTS
 from models.registry import BundleNotFoundError, find_bundle
-from tools.batch import main
-from tools.batch_inputs import InputError, decode_text, kind_of, language_of
+from shell.samples import REPORTS
+from tools.operations.batch import main
+from tools.operations.batch_inputs import InputError, decode_text, kind_of, language_of
 
 HL7_FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "hl7"
 CHINESE = "患者男性，六十岁，咳嗽咳痰一周，伴发热及胸闷气短。听诊双肺可闻及湿啰音，胸片提示右下肺炎。"

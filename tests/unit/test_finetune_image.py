@@ -14,10 +14,10 @@ from pydicom.data import get_testdata_file
 
 from models.bundle import load_bundle, verify_files
 from models.image import ImageClassifier
-from tools import evaluate, finetune
+from tools.modelling import evaluate, finetune
 
 torch = pytest.importorskip("torch")
-from tools.finetune_image import LiteClassifier, Probabilities, export, lite0_weights  # noqa: E402
+from tools.modelling.finetune_image import LiteClassifier, Probabilities, export, lite0_weights  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 MEDMNIST = ROOT / "data" / "medmnist" / "pneumoniamnist_trainval.npz"

@@ -8,9 +8,10 @@ import contextlib
 import random
 from pathlib import Path
 
-from listeners.mllp import charsets, hl7fast
-from listeners.mllp.ack import build_ack
-from listeners.mllp.errors import MessageError, Outcome, Reason
+from formats.hl7 import charsets
+from formats.hl7.ack import build_ack
+from formats.hl7.errors import MessageError, Outcome, Reason
+from formats.hl7.message import read_header, read_message
 from listeners.mllp.framing import Frame, FrameError, MllpDecoder, wrap
 from listeners.mllp.intake import Intake
 from listeners.mllp.settings import MllpSettings
@@ -76,11 +77,11 @@ def test_mutated_messages_raise_only_message_error() -> None:
         raw = mutate(rng, rng.choice(SEEDS))
         try:
             decoded = charsets.decode(raw, rng.choice(["ASCII", "UNICODE UTF-8", "8859/1"]))
-            message = hl7fast.parse(decoded.text)
+            message = read_message(decoded.text)
         except MessageError as exc:
             assert isinstance(exc.reason, Reason) and exc.detail
             outcomes["refused"] += 1
-            header = hl7fast.read_header(raw.decode("latin-1"))
+            header = read_header(raw.decode("latin-1"))
             ack = build_ack(header, exc.reason.outcome, exc.reason, exc.detail, exc.location)
         else:
             outcomes["accepted"] += 1
@@ -99,8 +100,8 @@ def test_random_text_raises_only_message_error() -> None:
         if rng.random() < 0.5:
             text = "MSH" + text
         with contextlib.suppress(MessageError):
-            hl7fast.parse(text)
-        hl7fast.read_header(text)
+            read_message(text)
+        read_header(text)
 
 
 def test_framing_never_loses_a_valid_frame() -> None:

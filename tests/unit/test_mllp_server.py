@@ -433,10 +433,11 @@ async def test_tls(sink: MemorySink, tmp_path: Path) -> None:
 
 
 def test_strict_details_carry_no_field_values() -> None:
-    from listeners.mllp import hl7fast, strict
-    from listeners.mllp.errors import MessageError
+    from formats.hl7 import validate
+    from formats.hl7.errors import MessageError
+    from formats.hl7.message import read_message
 
     text = "MSH|^~\\&|A|B|C|D|20240101||ADT^A01^ADT_A01|C1|P|2.5.1\rEVN|A01|20240101\rPID|1||X||N^J||SECRETDATE\r"
     with pytest.raises(MessageError) as info:
-        strict.validate(hl7fast.parse(text))
+        validate.validate(read_message(text))
     assert "SECRETDATE" not in info.value.detail and info.value.reason.code == "not_conformant"

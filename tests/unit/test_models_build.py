@@ -11,7 +11,7 @@ import pytest
 from models.bundle import MANIFEST, verify_files
 from models.registry import INSTALLED_DIR
 from models.text import TextClassifier
-from tools.build_text_model import Config, Dataset, build, read_csv, train
+from tools.modelling.build_text_model import Config, Dataset, build, read_csv, train
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "mtsamples"
 SHIPPED = INSTALLED_DIR / "doctype-en"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from pipeline.extract import extract_text, message_kind, message_type
-from pipeline.hl7parse import parse
 from tests.unit.test_pipeline_support import fixture_record, record_from
 
 MSH = "MSH|^~\\&|RIS|GENHOSP|MEDROUTE|GENHOSP|20240302101500||ORU^R01^ORU_R01|C1|P|2.5.1"
@@ -18,7 +17,6 @@ def message(*segments: str, msh: str = MSH, ending: str = "\r") -> str:
 
 def test_oru_radiology_report_reads_obx_tx_lines_and_nte_in_order() -> None:
     extracted = extract_text(fixture_record("oru_r01_radiology.hl7"))
-    assert extracted.parse == "hl7apy"
     assert extracted.sources == ["OBX-5", "NTE-3"]
     assert extracted.text.splitlines() == [
         "CLINICAL HISTORY: Cough for two weeks.",
@@ -50,19 +48,20 @@ def test_messages_without_report_text_have_none(name: str) -> None:
     assert not extracted.has_text
 
 
-def test_coded_numeric_and_encapsulated_values_are_not_report_text() -> None:
+def test_coded_and_numeric_values_are_not_report_text() -> None:
     raw = message(
         PID,
         "OBX|1|CE|DX^Diagnosis||R91.8^Other nonspecific abnormal finding of lung^I10||||||F",
         "OBX|2|CWE|DX^Diagnosis||J18.9^Pneumonia^I10||||||F",
         "OBX|3|NM|GLU^Glucose||5.4|mmol/L|||||F",
-        "OBX|4|ED|PDF^Report||^application^pdf^Base64^JVBERi0xLjQK||||||F",
+        "OBX|4|RP|PDF^Report||http://pacs/doc/1^PACS^AP^PDF||||||F",
         "OBX|5||NOTE^Note||value without a type||||||F",
         "OBX|6|ST|COMMENT^Comment||Short free text.||||||F",
     )
     extracted = extract_text(record_from(raw))
     assert extracted.text == "Short free text."
     assert extracted.sources == ["OBX-5"]
+    assert extracted.failures == []
 
 
 def test_formatted_text_line_breaks_and_escapes() -> None:
@@ -101,7 +100,6 @@ def test_custom_delimiters_are_taken_from_msh() -> None:
     )
     record = record_from(raw)
     extracted = extract_text(record)
-    assert extracted.parse == "hl7apy"
     assert extracted.text == "FINDINGS: clear # fine $ ok ! and * more\nsecond line"
     assert message_type(record) == "ORU^R01^ORU_R01"
     assert message_kind(record) == "ORU"
@@ -122,7 +120,6 @@ def test_repetitions_become_lines_and_z_segments_are_tolerated() -> None:
         "NTE|1|L|first comment~second comment",
     )
     extracted = extract_text(record_from(raw))
-    assert extracted.parse == "hl7apy"
     assert extracted.text == "Line one\nLine two\n\nLine four\nfirst comment\nsecond comment"
     assert "not report text" not in extracted.text
 
@@ -152,7 +149,6 @@ def test_other_character_sets(name: str, encoding: str, expected: str) -> None:
 def test_lf_and_crlf_segment_endings(ending: str) -> None:
     raw = message(PID, "OBX|1|TX|RPT||IMPRESSION: normal.||||||F", "NTE|1||signed", ending=ending)
     extracted = extract_text(record_from(raw))
-    assert extracted.parse == "hl7apy"
     assert extracted.text == "IMPRESSION: normal.\nsigned"
 
 
@@ -165,27 +161,10 @@ def test_lf_and_crlf_segment_endings(ending: str) -> None:
         message(PID, "X1|whatever", "OBX|1|TX|RPT||IMPRESSION: normal.||||||F"),
     ],
 )
-def test_messages_hl7apy_refuses_fall_back_to_the_plain_splitter(raw: str) -> None:
+def test_messages_hl7apy_refuses_are_read_too(raw: str) -> None:
     extracted = extract_text(record_from(raw))
-    assert extracted.parse == "fallback"
     assert extracted.text == "IMPRESSION: normal."
     assert extracted.sources == ["OBX-5"]
-
-
-def test_fallback_reads_the_same_fields_as_hl7apy() -> None:
-    raw = message(
-        PID,
-        "OBX|1|TX|RPT||a \\F\\ b~second||||||F",
-        "OBX|2|CE|DX||J18.9^Pneumonia^I10||||||F",
-        "NTE|1||note",
-    )
-    good = parse(raw)
-    bad = parse(raw.replace("2.5.1", "2.9"))
-    assert good.parser == "hl7apy" and bad.parser == "fallback"
-    assert [(s.name, s.repetitions(5)) for s in good.segments if s.name == "OBX"] == [
-        (s.name, s.repetitions(5)) for s in bad.segments if s.name == "OBX"
-    ]
-    assert extract_text(record_from(raw)).text == extract_text(record_from(raw.replace("2.5.1", "2.9"))).text
 
 
 @pytest.mark.parametrize(

@@ -121,7 +121,7 @@ def test_decide_without_text_rests_on_the_message_type() -> None:
     decision = decide(record, extracted, None, load_rules())
     assert (decision.model, decision.label, decision.confidence) == (None, None, None)
     assert (decision.rule, decision.destinations) == ("adt-events", ["ehr-adt"])
-    orders = decide(fixture_record("orm_o01.hl7"), ExtractedText("", [], "hl7apy"), None, load_rules())
+    orders = decide(fixture_record("orm_o01.hl7"), ExtractedText("", []), None, load_rules())
     assert (orders.rule, orders.destinations) == ("default", ["ehr-inbox"])
 
 
@@ -155,9 +155,9 @@ def test_low_confidence_rule_from_a_bound() -> None:
 def test_classify_many_makes_one_predict_call_and_skips_empty_texts() -> None:
     classifier = FakeClassifier()
     texts = [
-        ExtractedText("IMPRESSION: ok", ["OBX-5"], "hl7apy"),
-        ExtractedText("", [], "hl7apy"),
-        ExtractedText("Discharged.", ["OBX-5"], "hl7apy"),
+        ExtractedText("IMPRESSION: ok", ["OBX-5"]),
+        ExtractedText("", []),
+        ExtractedText("Discharged.", ["OBX-5"]),
     ]
     results = classify_many(texts, classifier)
     assert classifier.calls == [["IMPRESSION: ok", "Discharged."]]

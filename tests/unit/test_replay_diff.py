@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tools.replay.diff import NO_LABEL, DecisionView, compute_diff, summary_lines
-from tools.replay.plot import plot_transitions
-from tools.replay.runner import Pacer
+from tools.operations.replay.diff import NO_LABEL, DecisionView, compute_diff, summary_lines
+from tools.operations.replay.plot import plot_transitions
+from tools.operations.replay.runner import Pacer
 
 
 def view(label: str | None, *destinations: str, rule: str = "r", model: str | None = "m@1") -> DecisionView:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from aiokafka import TopicPartition
 
-from tools.replay.ranges import BEGINNING, END, AtOffsets, AtTime, RangeError, parse_bound, resolve
+from tools.operations.replay.ranges import BEGINNING, END, AtOffsets, AtTime, RangeError, parse_bound, resolve
 
 TOPIC = "hl7.inbound"
 

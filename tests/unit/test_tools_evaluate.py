@@ -11,9 +11,9 @@ import pytest
 
 from models.bundle import load_bundle
 from models.registry import find_bundle
-from tools import evaluate
-from tools.datasets import DataError, read_labelled_csv
-from tools.metrics import classification_metrics, expected_calibration_error, roc_auc
+from tools.modelling import evaluate
+from tools.modelling.datasets import DataError, read_labelled_csv
+from tools.modelling.metrics import classification_metrics, expected_calibration_error, roc_auc
 
 ROOT = Path(__file__).resolve().parents[2]
 DEV = ROOT / "data" / "mtsamples" / "doctype_dev.csv"

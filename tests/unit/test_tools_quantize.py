@@ -9,7 +9,7 @@ import pytest
 
 from models.registry import INSTALLED_DIR
 from models.text import TextClassifier
-from tools.quantize import main
+from tools.modelling.quantize import main
 
 DEV = Path(__file__).resolve().parents[2] / "data" / "mtsamples" / "doctype_dev.csv"
 

@@ -1,0 +1,165 @@
+"""The ``medroute`` command: one verb per job. Imports are per verb so each starts fast."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
+
+from medroute.config import KafkaSettings, home_dir
+
+
+def _local_broker():
+    from shell.broker import LocalBroker
+
+    settings = KafkaSettings()
+    return LocalBroker(data_dir=home_dir() / "kafka", port=settings.local_port)
+
+
+def cmd_kafka(args: argparse.Namespace) -> int:
+    from shell.broker import fetch_jars
+
+    broker = _local_broker()
+    if args.action == "fetch":
+        print(fetch_jars(quiet=False))
+    elif args.action == "start":
+        broker.start()
+        print(f"kafka serving on {broker.bootstrap} (data: {broker.data_dir}, log: {broker.log_file})")
+    elif args.action == "stop":
+        print("kafka stopped" if broker.stop() else "kafka was not running")
+    else:
+        serving = broker.is_serving()
+        print(f"kafka {'serving on ' + broker.bootstrap if serving else 'not running'}")
+        return 0 if serving else 3
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from medroute.kafka.topics import ensure_topics
+
+    created = asyncio.run(ensure_topics(KafkaSettings()))
+    print(f"created: {', '.join(created)}" if created else "all topics exist")
+    return 0
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from shell.tail import tail
+
+    asyncio.run(tail(KafkaSettings(), args.topic, args.from_beginning, args.max, args.timeout))
+    return 0
+
+
+def cmd_listen(args: argparse.Namespace) -> int:
+    if args.protocol == "dicom":
+        from listeners.dicom.server import main
+    else:
+        from listeners.mllp.server import main
+
+    return main() or 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from pipeline.worker import main
+
+    return main() or 0
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from shell.sending import send_files, send_samples
+
+    if args.files:
+        return asyncio.run(send_files(args.files, args.host, args.port))
+    return asyncio.run(send_samples(args.samples, args.host, args.port))
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from shell.up import run_up
+
+    return run_up(samples=args.samples, duration=args.duration, keep_kafka=args.keep_kafka)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from models.registry import list_bundles
+
+    for bundle in list_bundles():
+        m = bundle.manifest
+        print(f"{m['name']:<16} {m['version']:<8} {m['task']:<22} {bundle.path}")
+        print(f"{'':<16} labels: {', '.join(m['labels'])}")
+    return 0
+
+
+# Verbs whose tools parse their own arguments: `medroute finetune ...` is `python -m tools.modelling.finetune ...`.
+TOOL_VERBS = {
+    "finetune": ("tools.modelling.finetune", "fine-tune a model on a labelled CSV (or image data) and export a bundle"),
+    "quantize": ("tools.modelling.quantize", "int8-quantize a bundle's ONNX graph; report the size and quality change"),
+    "evaluate": ("tools.modelling.evaluate", "evaluate a bundle on labelled data; JSON metrics, optional report plots"),
+    "replay": ("tools.operations.replay", "reclassify a topic range with another model; `replay diff ID` compares"),
+    "promote": ("tools.operations.promote", "switch running workers to another model version (audited)"),
+    "batch": ("tools.operations.batch", "classify every file of a directory (no Kafka): JSONL + CSV results"),
+}
+
+
+def run_tool(module: str, argv: Sequence[str]) -> int:
+    import importlib
+
+    return importlib.import_module(module).main(list(argv)) or 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medroute", description=__doc__)
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def verb(name: str, handler: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
+        sub = verbs.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    up = verb("up", cmd_up, "local Kafka + MLLP and DICOM listeners + worker, sample HL7 and images, decisions printed")
+    up.add_argument("--samples", type=int, default=20, help="sample HL7 messages to send (0: none)")
+    up.add_argument("--duration", type=float, default=None, help="stop after S seconds (default: Ctrl-C)")
+    up.add_argument("--keep-kafka", action="store_true", help="leave the local broker running on exit")
+
+    kafka = verb("kafka", cmd_kafka, "the local single-node Apache Kafka broker (KRaft)")
+    kafka.add_argument("action", choices=["fetch", "start", "stop", "status"])
+
+    verb("topics", cmd_topics, "create medroute's topics (idempotent)")
+
+    tail = verb("tail", cmd_tail, "print a topic's records as JSON lines")
+    tail.add_argument("topic")
+    tail.add_argument("--from-beginning", action="store_true")
+    tail.add_argument("--max", type=int, default=None, help="stop after N records")
+    tail.add_argument("--timeout", type=float, default=None, help="stop after S seconds without a record")
+
+    listen = verb("listen", cmd_listen, "run a listener")
+    listen.add_argument("protocol", choices=["mllp", "dicom"])
+
+    verb("worker", cmd_worker, "run the classification worker (Faust)")
+
+    send = verb("send", cmd_send, "send HL7 files (or generated samples) over MLLP and print the ACK codes")
+    send.add_argument("files", nargs="*", help="HL7 files, one message each")
+    send.add_argument("--samples", type=int, default=10, help="without files: send N generated samples")
+    send.add_argument("--host", default="127.0.0.1")
+    send.add_argument("--port", type=int, default=None, help="default: MEDROUTE_MLLP_PORT or 2575")
+
+    for name, (_, help_text) in TOOL_VERBS.items():
+        verbs.add_parser(name, help=help_text, add_help=False)
+
+    models = verb("models", cmd_models, "model bundles")
+    models.add_argument("action", choices=["list"])
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in TOOL_VERBS:
+        return run_tool(TOOL_VERBS[argv[0]][0], argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

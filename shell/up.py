@@ -1,0 +1,123 @@
+"""``medroute up``: the whole slice on one machine, for a first look and for demos.
+
+Starts the local Kafka broker (unless ``MEDROUTE_KAFKA_BOOTSTRAP`` names a cluster), creates the
+topics, runs the MLLP and DICOM listeners and the worker as child processes, sends sample traffic
+(HL7 messages and the sample images that ship with pydicom), and prints
+each routing decision as it is published. Ctrl-C stops everything it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from medroute.config import ROUTING_DECISIONS, KafkaSettings, env_int, home_dir
+from medroute.ports import wait_for_port
+
+
+def _spawn(name: str, module: str, env: dict[str, str]) -> subprocess.Popen:
+    log_dir = home_dir() / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it open
+    return subprocess.Popen([sys.executable, "-m", module], env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _describe(decision: dict) -> str:
+    label = decision.get("label") or "-"
+    confidence = decision.get("confidence")
+    shown = f"{label} ({confidence:.2f})" if confidence is not None else label
+    destinations = ", ".join(decision.get("destinations") or []) or "-"
+    return f"{decision.get('message_type', '?'):<18} {shown:<36} rule={decision.get('rule')} -> {destinations}"
+
+
+async def _print_decisions(settings: KafkaSettings, duration: float | None) -> None:
+
+    from medroute.kafka.client import reader_of
+    from shell.tail import record_as_json
+
+    reader = await reader_of(settings, ROUTING_DECISIONS)
+    try:
+        deadline = time.monotonic() + duration if duration else None
+        while deadline is None or time.monotonic() < deadline:
+            batches = await reader.getmany(timeout_ms=500)
+            for records in batches.values():
+                for record in records:
+                    print("decision:", _describe(record_as_json(record)["value"]), flush=True)
+    finally:
+        await reader.stop()
+
+
+def _send_sample_images(port: int) -> None:
+    from medroute.config import env_str
+    from shell.dicom_sending import sample_dicom_files, send_dicom
+
+    files = sample_dicom_files()
+    print(f"sending {len(files)} sample DICOM images ...", flush=True)
+    send_dicom(files, "127.0.0.1", port, env_str("MEDROUTE_DICOM_AE_TITLE", "MEDROUTE") or "MEDROUTE")
+
+
+def run_up(samples: int = 20, duration: float | None = None, keep_kafka: bool = False) -> int:
+    from medroute.kafka.topics import ensure_topics
+    from medroute.logs import configure_logging
+    from shell.sending import send_samples
+
+    configure_logging("up")
+    settings = KafkaSettings()
+    broker = None
+    if settings.is_local:
+        from shell.broker import LocalBroker
+
+        broker = LocalBroker(data_dir=home_dir() / "kafka", port=settings.local_port)
+        print(f"starting local Kafka on {broker.bootstrap} (first run fetches the jars with Maven) ...", flush=True)
+        broker.start()
+    print(f"creating topics on {settings.bootstrap_servers} ...", flush=True)
+    asyncio.run(ensure_topics(settings))
+
+    env = {**os.environ, "MEDROUTE_KAFKA_BOOTSTRAP": settings.bootstrap_servers}
+    mllp_port = env_int("MEDROUTE_MLLP_PORT", 2575)
+    dicom_port = env_int("MEDROUTE_DICOM_PORT", 11112)
+    children = {
+        "MLLP listener": (_spawn("listener-mllp", "listeners.mllp", env), mllp_port),
+        "DICOM listener": (_spawn("listener-dicom", "listeners.dicom", env), dicom_port),
+    }
+    worker = _spawn("worker", "pipeline", env)
+    try:
+        for name, (child, port) in children.items():
+            try:
+                wait_for_port(port, 60, child)
+            except (RuntimeError, TimeoutError) as exc:
+                raise SystemExit(f"the {name} did not start ({exc}); see {home_dir() / 'logs'}") from None
+        print(
+            f"MLLP listener on 127.0.0.1:{mllp_port}, DICOM listener on 127.0.0.1:{dicom_port}; worker started; "
+            f"logs in {home_dir() / 'logs'}",
+            flush=True,
+        )
+        if samples:
+            print(f"sending {samples} sample HL7 messages ...", flush=True)
+            asyncio.run(send_samples(samples, "127.0.0.1", mllp_port))
+            _send_sample_images(dicom_port)
+        print("decisions (Ctrl-C to stop):", flush=True)
+        asyncio.run(_print_decisions(settings, duration))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for child, _ in children.values():
+            _stop(child)
+        _stop(worker)
+        if broker is not None and not keep_kafka:
+            broker.stop()
+    return 0

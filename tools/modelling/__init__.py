@@ -1,0 +1,1 @@
+"""Model work: fine-tuning, quantizing, evaluating and building bundles (training extras)."""

@@ -1,0 +1,5 @@
+import sys
+
+from tools.operations.replay import main
+
+sys.exit(main())

@@ -1,5 +1,0 @@
-import sys
-
-from tools.replay import main
-
-sys.exit(main())

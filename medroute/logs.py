@@ -18,16 +18,19 @@ from medroute.config import env_secret, env_str
 
 
 @lru_cache(maxsize=1)
-def _salt() -> bytes:
-    return (env_secret("MEDROUTE_LOG_SALT") or "medroute-default-salt").encode()
+def _keyed() -> hmac.HMAC:
+    """HMAC-SHA256 keyed with the site's salt; copied per use, which skips the key schedule."""
+    salt = (env_secret("MEDROUTE_LOG_SALT") or "medroute-default-salt").encode()
+    return hmac.new(salt, digestmod=hashlib.sha256)
 
 
 def hash_id(value: str | bytes | None) -> str | None:
     """A short keyed hash of an identifier, stable within a site, for logs and audit events."""
     if value is None or value == "" or value == b"":
         return None
-    data = value.encode() if isinstance(value, str) else value
-    return hmac.new(_salt(), data, hashlib.sha256).hexdigest()[:16]
+    mac = _keyed().copy()
+    mac.update(value.encode() if isinstance(value, str) else value)
+    return mac.hexdigest()[:16]
 
 
 def configure_logging(component: str) -> None:

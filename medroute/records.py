@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import base64
 import json
-import uuid
+import os
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any, TypeVar
 
 SCHEMA_VERSION = 1
@@ -24,39 +25,53 @@ def utc_now() -> str:
 
 
 def new_id() -> str:
-    return uuid.uuid4().hex
+    """128 random bits as 32 hex digits (the form of ``uuid4().hex``, without building a UUID)."""
+    return os.urandom(16).hex()
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+@cache
+def _layout(cls: type) -> tuple[tuple[str, ...], frozenset[str]]:
+    """Field names of a record class, and those holding bytes (read once per class: this runs per
+    message on the listener's acknowledge path and several times per record in the worker)."""
+    names = tuple(f.name for f in fields(cls))
+    return names, frozenset(f.name for f in fields(cls) if f.type in ("bytes", bytes))
 
 
 class _JsonRecord:
     """JSON (de)serialisation shared by the record dataclasses; ``bytes`` fields go as base64."""
 
     def to_dict(self) -> dict[str, Any]:
-        # Field by field rather than dataclasses.asdict: asdict deep-copies, and this runs per message
-        # on the listener's acknowledge path.
-        data = {}
-        for f in fields(self):  # type: ignore[arg-type]
-            value = getattr(self, f.name)
-            data[f.name] = base64.b64encode(value).decode("ascii") if isinstance(value, bytes) else value
+        # Field by field rather than dataclasses.asdict: asdict deep-copies.
+        names, binary = _layout(type(self))
+        data = {name: getattr(self, name) for name in names}
+        for name in binary:
+            value = data[name]
+            if isinstance(value, bytes):
+                data[name] = base64.b64encode(value).decode("ascii")
         return data
 
     def to_json(self) -> bytes:
-        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return _ENCODER.encode(self.to_dict()).encode("utf-8")
 
     @classmethod
     def from_dict(cls: type[T], data: dict[str, Any]) -> T:
-        kwargs = {}
-        for f in fields(cls):  # type: ignore[arg-type]
-            if f.name not in data:
-                continue
-            value = data[f.name]
-            if f.type in ("bytes", bytes) and isinstance(value, str):
-                value = base64.b64decode(value)
-            kwargs[f.name] = value
+        names, binary = _layout(cls)
+        kwargs = {name: data[name] for name in names if name in data}
+        for name in binary:
+            value = kwargs.get(name)
+            if isinstance(value, str):
+                kwargs[name] = base64.b64decode(value)
         return cls(**kwargs)
 
     @classmethod
     def from_json(cls: type[T], payload: bytes | str) -> T:
-        return cls.from_dict(json.loads(payload))
+        data = json.loads(payload)
+        if not isinstance(data, dict):
+            raise TypeError(f"a {cls.__name__} is a JSON object, not {type(data).__name__}")
+        return cls.from_dict(data)
 
 
 @dataclass(frozen=True)

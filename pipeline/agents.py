@@ -1,6 +1,7 @@
-"""The Faust agents on ``hl7.inbound`` and ``dicom.inbound``: thin glue around :mod:`pipeline.process`
-and :mod:`pipeline.imaging`. Both agents are one :class:`BatchHandler` over a different :class:`Feed`,
-with the same guarantees; each has its own worker thread and its own ``decided`` table.
+"""The Faust agents on ``hl7.inbound`` and ``dicom.inbound``: thin glue around the feeds
+(:mod:`pipeline.hl7_feed`, :mod:`pipeline.dicom_feed`). Both agents are one :class:`BatchHandler` over a
+different :class:`~pipeline.feed.Feed`, with the same guarantees; each has its own worker thread and its
+own ``decided`` table.
 
 Per micro-batch (``MEDROUTE_BATCH_SIZE`` records or ``MEDROUTE_BATCH_MS``, whichever comes first):
 
@@ -26,9 +27,8 @@ worker (exit status 1); systemd or Kubernetes restarts it and the batch is redel
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,38 +36,18 @@ import faust
 import structlog
 from faust.types import AgentT, EventT, StreamT
 
-from medroute.config import DICOM_INBOUND, HL7_INBOUND
 from medroute.logs import hash_id
 from pipeline import metrics
-from pipeline.imaging import ImageProcessor, read_dicom_record
-from pipeline.ledger import DICOM_TABLE_NAME, TABLE_NAME, DecidedTable, create_ledger
+from pipeline.feed import Feed
+from pipeline.ledger import DecidedTable, create_ledger, table_name
 from pipeline.outcomes import Outcome, Rejected
-from pipeline.process import Processor, read_record
 from pipeline.publish import FaustPublisher, Publisher, messages_for
 
 log = structlog.get_logger(__name__)
 
-AGENT_NAME = "classify-hl7"
-DICOM_AGENT_NAME = "classify-dicom"
 
-
-@dataclass(frozen=True)
-class Feed:
-    """One inbound topic: how its payloads are read, and how a batch of records is decided."""
-
-    agent_name: str
-    topic: str
-    table_name: str
-    read: Callable[[bytes | None], Any]  # payload -> record (with a message_id) or Rejected
-    process: Callable[[Sequence[Any]], list[Outcome]]  # records -> outcomes, in order; runs in a thread
-
-
-def hl7_feed(processor: Processor) -> Feed:
-    return Feed(AGENT_NAME, HL7_INBOUND, TABLE_NAME, read_record, processor.process)
-
-
-def dicom_feed(processor: ImageProcessor) -> Feed:
-    return Feed(DICOM_AGENT_NAME, DICOM_INBOUND, DICOM_TABLE_NAME, read_dicom_record, processor.process)
+def agent_name(feed: Feed) -> str:
+    return f"classify-{feed.kind}"
 
 
 class BatchHandler:
@@ -85,32 +65,36 @@ class BatchHandler:
         fresh: list[tuple[int, Any]] = []
         seen: set[str] = set()
         for event in events:
-            partition = event.message.partition
+            message = event.message
             item = self.feed.read(event.value)
             # An unreadable payload has no message id: its place in the topic identifies it.
-            identity = item.message_id or f"{event.message.topic}:{partition}:{event.message.offset}"
+            identity = item.message_id or f"{message.topic}:{message.partition}:{message.offset}"
             if identity in seen or identity in self.ledger:
                 metrics.DUPLICATES.inc()
-                log.info("duplicate_skipped", message=hash_id(identity), partition=partition)
+                log.info("duplicate_skipped", message=hash_id(identity), partition=message.partition)
                 continue
             seen.add(identity)
             if isinstance(item, Rejected):
-                outcomes.append((partition, identity, item))
+                outcomes.append((message.partition, identity, item))
             else:
-                fresh.append((partition, item))
+                fresh.append((message.partition, item))
         if fresh:
             loop = asyncio.get_running_loop()
-            decided = await loop.run_in_executor(self.executor, self.feed.process, [r for _, r in fresh])
+            decided = await loop.run_in_executor(self.executor, self._process, [r for _, r in fresh])
             outcomes.extend((p, r.message_id, o) for (p, r), o in zip(fresh, decided, strict=True))
         if not outcomes:
             return
-        await self.publisher.publish([message for _, _, outcome in outcomes for message in messages_for(outcome)])
+        await self.publisher.publish([m for _, _, outcome in outcomes for m in messages_for(outcome)])
+        now = datetime.now(UTC)
         for partition, identity, outcome in outcomes:
             self.ledger.mark(identity, outcome, partition)
-            _observe(outcome)
+            _observe(outcome, now)
+
+    def _process(self, records: list[Any]) -> list[Outcome]:
+        return self.feed.process(records)
 
 
-def _observe(outcome: Outcome) -> None:
+def _observe(outcome: Outcome, now: datetime) -> None:
     if isinstance(outcome, Rejected):
         metrics.DEAD_LETTERED.labels(outcome.dead_letter.reason).inc()
         return
@@ -120,8 +104,7 @@ def _observe(outcome: Outcome) -> None:
         metrics.CLASSIFIED.labels(outcome.classification.model, outcome.classification.label).inc()
     received = _parse_time(outcome.record.received_at)
     if received is not None:
-        metrics.END_TO_END_LATENCY.observe(max(0.0, (datetime.now(UTC) - received).total_seconds()))
-    log.debug("decided", message=hash_id(outcome.message_id), rule=decision.rule, label=decision.label)
+        metrics.END_TO_END_LATENCY.observe(max(0.0, (now - received).total_seconds()))
 
 
 def _parse_time(value: str) -> datetime | None:
@@ -134,34 +117,21 @@ def _parse_time(value: str) -> datetime | None:
 
 def install(
     app: faust.App,
-    processor: Processor,
-    *,
-    batch_size: int,
-    batch_seconds: float,
-    publisher: Publisher | None = None,
-) -> AgentT:
-    """Add the ``decided`` table and the HL7 agent to ``app``; returns the agent."""
-    return install_feed(
-        app, hl7_feed(processor), batch_size=batch_size, batch_seconds=batch_seconds, publisher=publisher
-    )
-
-
-def install_feed(
-    app: faust.App,
     feed: Feed,
     *,
     batch_size: int,
     batch_seconds: float,
     publisher: Publisher | None = None,
 ) -> AgentT:
-    """Add the feed's table and agent to ``app``; returns the agent."""
-    ledger = create_ledger(app, feed.table_name)
+    """Add the feed's ``decided`` table and agent to ``app``; returns the agent."""
+    name = agent_name(feed)
+    ledger = create_ledger(app, table_name(feed.kind))
     # A thread per feed: a batch of large images being decoded does not hold up HL7 reports.
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=feed.agent_name)
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
     handler = BatchHandler(feed, publisher or FaustPublisher(app), ledger, executor)
     inbound = app.topic(feed.topic, key_serializer="raw", value_serializer="raw")
 
-    @app.agent(inbound, name=feed.agent_name)
+    @app.agent(inbound, name=name)
     async def classify(stream: StreamT) -> None:
         # noack_take: events are acknowledged here, after their batch is published and marked.
         async for events in stream.noack_take(batch_size, within=batch_seconds):
@@ -169,7 +139,7 @@ def install_feed(
                 await handler.handle(events)
             except Exception as exc:
                 # Not one record's fault: stop without acknowledging, so the batch comes back.
-                log.error("batch_failed", agent=feed.agent_name, error=type(exc).__name__, events=len(events))
+                log.error("batch_failed", agent=name, error=type(exc).__name__, events=len(events))
                 await app.crash(exc)
                 return
             for event in events:

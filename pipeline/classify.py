@@ -1,18 +1,15 @@
-"""Document-type classification of extracted text: a pure function of the text and a model.
+"""The model interface the feeds classify with, and a prediction as the pipeline records it.
 
-The model is anything with the interface of ``models.text.TextClassifier`` (``ref``, ``labels``,
-``predict``), so the worker, the REST API, replay and batch runs share this code, and tests can pass a
-small fake.
+A model is anything with the interface of ``models.text.TextClassifier`` or ``models.image.ImageClassifier``
+(``ref``, ``labels``, ``predict``), so the worker, the REST API, replay and batch runs share the feeds,
+and tests can pass a small fake.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
-
-from medroute.records import Hl7Record
-from pipeline.extract import ExtractedText
+from typing import Any, Protocol
 
 
 class Prediction(Protocol):
@@ -22,14 +19,14 @@ class Prediction(Protocol):
     below_threshold: bool
 
 
-class TextModel(Protocol):
+class Model(Protocol):
     @property
     def ref(self) -> str: ...  # "name@version"
 
     @property
     def labels(self) -> list[str]: ...
 
-    def predict(self, texts: Sequence[str]) -> Sequence[Prediction]: ...
+    def predict(self, inputs: Sequence[Any]) -> Sequence[Prediction]: ...  # texts, or 2-D pixel arrays
 
 
 @dataclass(frozen=True)
@@ -38,27 +35,6 @@ class Classification:
     label: str
     confidence: float
     below_threshold: bool  # under the model's own threshold for this label
-
-
-def classify(record: Hl7Record, extracted: ExtractedText, classifier: TextModel) -> Classification | None:
-    """The document type of one message; None when it carries no text to classify."""
-    if record.kind != "hl7":
-        raise ValueError(f"a text classifier cannot classify a {record.kind!r} record")
-    return classify_many([extracted], classifier)[0]
-
-
-def classify_many(extracted: Sequence[ExtractedText], classifier: TextModel) -> list[Classification | None]:
-    """Classify many texts in one ``predict`` call (a micro-batch); None where there is no text."""
-    with_text = [n for n, item in enumerate(extracted) if item.has_text]
-    results: list[Classification | None] = [None] * len(extracted)
-    if not with_text:
-        return results
-    predictions = classifier.predict([extracted[n].text for n in with_text])
-    if len(predictions) != len(with_text):
-        raise RuntimeError(f"{classifier.ref} returned {len(predictions)} predictions for {len(with_text)} texts")
-    for n, prediction in zip(with_text, predictions, strict=True):
-        results[n] = classification_of(classifier.ref, prediction)
-    return results
 
 
 def classification_of(model: str, prediction: Prediction) -> Classification:

@@ -24,6 +24,11 @@ TABLE_NAME = "decided"
 DICOM_TABLE_NAME = "decided-dicom"
 
 
+def table_name(kind: str) -> str:
+    """The ledger of one feed kind (``hl7`` keeps the name it had before DICOM arrived)."""
+    return TABLE_NAME if kind == "hl7" else f"{TABLE_NAME}-{kind}"
+
+
 class DecidedTable(faust.Table):
     """A table whose writes name their source partition explicitly.
 

@@ -1,4 +1,4 @@
-"""What deciding one inbound record can come to: a decision (on a report or an image) or a dead letter.
+"""What deciding one inbound record can come to: a decision or a dead letter.
 
 Pure data; :mod:`pipeline.publish`, :mod:`pipeline.audit` and :mod:`pipeline.ledger` turn outcomes
 into what the worker writes.
@@ -17,20 +17,6 @@ DEADLETTER_TOPICS = {"hl7": HL7_DEADLETTER, "dicom": DICOM_DEADLETTER}
 
 
 @dataclass(frozen=True)
-class Decided:
-    """An HL7 message decided, with the text that was read from it."""
-
-    record: Hl7Record
-    extracted: ExtractedText
-    classification: Classification | None
-    decision: RoutingDecision
-
-    @property
-    def message_id(self) -> str:
-        return self.record.message_id
-
-
-@dataclass(frozen=True)
 class ImageSummary:
     """How the classified image was made from the dataset (no pixels: outcomes wait for Kafka)."""
 
@@ -42,14 +28,19 @@ class ImageSummary:
     inverted: bool
 
 
-@dataclass(frozen=True)
-class ImageDecided:
-    """A DICOM instance decided; ``image`` is None for a decision on metadata alone."""
+# What a feed read from an item, for the audit trail: a message's text (with its sources), how an
+# image was made display-ready, or None (an image decided on its metadata alone).
+Content = ExtractedText | ImageSummary | None
 
-    record: DicomRecord
+
+@dataclass(frozen=True)
+class Decided:
+    """An item decided: its record, the model's answer (None without one) and the decision."""
+
+    record: Hl7Record | DicomRecord
     classification: Classification | None
     decision: RoutingDecision
-    image: ImageSummary | None = None
+    content: Content = None
 
     @property
     def message_id(self) -> str:
@@ -71,4 +62,4 @@ class Rejected:
         return DEADLETTER_TOPICS[self.kind]
 
 
-Outcome = Decided | ImageDecided | Rejected
+Outcome = Decided | Rejected

@@ -7,7 +7,7 @@ conditions, so every item gets a decision. Rules are loaded and checked by :mod:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from fnmatch import fnmatchcase
 
 from medroute.records import DicomRecord, Hl7Record, RoutingDecision
@@ -112,25 +112,18 @@ def route(facts: RouteFacts, rules: Rules) -> RouteResult:
     return RouteResult(rule.name, list(rule.destinations))
 
 
-def facts_of(record: Hl7Record, extracted: ExtractedText, classification: Classification | None) -> RouteFacts:
+def hl7_facts(record: Hl7Record, extracted: ExtractedText, classification: Classification | None) -> RouteFacts:
+    separator = component_separator(record)
     return RouteFacts(
         kind=record.kind,
         message_type=message_type(record),
-        sending_application=_normalized_hd(record.sending_application, record),
-        sending_facility=_normalized_hd(record.sending_facility, record),
+        sending_application=_normalized_hd(record.sending_application, separator),
+        sending_facility=_normalized_hd(record.sending_facility, separator),
         has_text=extracted.has_text,
         label=classification.label if classification else None,
         confidence=classification.confidence if classification else None,
         below_threshold=classification.below_threshold if classification else None,
     )
-
-
-def decide(
-    record: Hl7Record, extracted: ExtractedText, classification: Classification | None, rules: Rules
-) -> RoutingDecision:
-    """The routing decision for one item; without text it rests on the message metadata alone."""
-    decision = _decision(record.message_id, facts_of(record, extracted, classification), classification, rules)
-    return replace(decision, reason=EXTRACTION_FAILED) if extracted.failures else decision
 
 
 def dicom_message_type(record: DicomRecord) -> str:
@@ -139,7 +132,8 @@ def dicom_message_type(record: DicomRecord) -> str:
     return f"DICOM^{modality}" if modality else "DICOM"
 
 
-def dicom_facts_of(record: DicomRecord, classification: Classification | None) -> RouteFacts:
+def dicom_facts(record: DicomRecord, classification: Classification | None) -> RouteFacts:
+    """For an image without a classification the decision rests on the metadata alone."""
     return RouteFacts(
         kind=record.kind,
         message_type=dicom_message_type(record),
@@ -154,14 +148,10 @@ def dicom_facts_of(record: DicomRecord, classification: Classification | None) -
     )
 
 
-def decide_dicom(record: DicomRecord, classification: Classification | None, rules: Rules) -> RoutingDecision:
-    """The routing decision for one image; without a classification it rests on the metadata alone."""
-    return _decision(record.message_id, dicom_facts_of(record, classification), classification, rules)
-
-
-def _decision(
-    message_id: str, facts: RouteFacts, classification: Classification | None, rules: Rules
+def decide(
+    message_id: str, facts: RouteFacts, classification: Classification | None, rules: Rules, reason: str | None = None
 ) -> RoutingDecision:
+    """The routing decision for one item (``reason``: e.g. ``extraction_failed``)."""
     result = route(facts, rules)
     return RoutingDecision(
         message_id=message_id,
@@ -172,6 +162,7 @@ def _decision(
         confidence=facts.confidence,
         rule=result.rule_name,
         destinations=result.destinations,
+        reason=reason,
     )
 
 
@@ -186,6 +177,6 @@ def _hd_matches(value: str, patterns: tuple[str, ...] | None) -> bool:
     return _glob_any(value.split("^", 1)[0], patterns) or _glob_any(value, patterns)
 
 
-def _normalized_hd(value: str, record: Hl7Record) -> str:
+def _normalized_hd(value: str, separator: str) -> str:
     """MSH-3/MSH-4 with "^" between components, like the message type."""
-    return value.strip().replace(component_separator(record), "^")
+    return value.strip().replace(separator, "^")

@@ -25,13 +25,13 @@ from medroute.kafka.topics import ensure_topics
 from medroute.logs import configure_logging
 from medroute.records import ModelPromotion
 from pipeline import metrics
-from pipeline.agents import dicom_feed, install, install_feed
+from pipeline.agents import install
 from pipeline.app import create_app
-from pipeline.classify import TextModel
+from pipeline.classify import Model
 from pipeline.control import ModelSlot, PromotionFollower, read_promotions
-from pipeline.imaging import BlobSource, ImageModel, ImageProcessor
+from pipeline.dicom_feed import BlobSource, DicomFeed
+from pipeline.hl7_feed import Hl7Feed
 from pipeline.pixels import silence_pydicom
-from pipeline.process import Processor
 from pipeline.publish import FaustPublisher
 from pipeline.routing import Rules
 from pipeline.rules import RulesError, load_rules
@@ -44,7 +44,7 @@ TEXT_TASK, IMAGE_TASK = "text_classification", "image_classification"
 ControlOffsets = dict[TopicPartition, int]
 
 
-def load_classifier(name_or_path: str) -> TextModel:
+def load_classifier(name_or_path: str) -> Model:
     from models.text import TextClassifier  # heavy (ONNX Runtime): imported only where needed
 
     return TextClassifier.load(name_or_path)
@@ -58,13 +58,13 @@ class StartupError(Exception):
 class Startup:
     """What the worker loads once, before it connects to Kafka."""
 
-    classifier: TextModel
-    image_classifier: ImageModel | None  # None: images are decided on metadata alone
+    classifier: Model
+    image_classifier: Model | None  # None: images are decided on metadata alone
     rules: Rules
     blobs: BlobSource
 
 
-def load_image_classifier(settings: WorkerSettings) -> ImageModel | None:
+def load_image_classifier(settings: WorkerSettings) -> Model | None:
     """The image model as configured, None for metadata-only (see the module docstring)."""
     from models.registry import BundleNotFoundError, find_bundle
 
@@ -123,18 +123,18 @@ def apply_startup_promotions(settings: WorkerSettings, promotions: dict[str, Mod
 
 
 def model_slots(
-    settings: WorkerSettings, startup: Startup, texts: Processor, images: ImageProcessor
+    settings: WorkerSettings, startup: Startup, texts: Hl7Feed, images: DicomFeed
 ) -> list[ModelSlot]:
     """The two swappable models; a candidate is loaded and checked against the rules before the swap."""
 
-    def checked(kind: str, model: TextModel | ImageModel) -> TextModel | ImageModel:
-        labels = {"hl7": texts.classifier.labels, kind: model.labels}
-        if images.classifier is not None and kind != "dicom":
-            labels["dicom"] = images.classifier.labels
+    def checked(kind: str, model: Model) -> Model:
+        labels = {"hl7": texts.model.labels, kind: model.labels}
+        if images.model is not None and kind != "dicom":
+            labels["dicom"] = images.model.labels
         load_rules(settings.routes, labels=labels)  # rules naming labels the model lacks: refused
         return model
 
-    def load_image(ref: str) -> ImageModel:
+    def load_image(ref: str) -> Model:
         from models.image import ImageClassifier
 
         return checked("dicom", ImageClassifier.load(ref))
@@ -144,7 +144,7 @@ def model_slots(
             TEXT_TASK,
             startup.classifier.ref,
             lambda ref: checked("hl7", load_classifier(ref)),
-            lambda model: setattr(texts, "classifier", model),
+            lambda model: setattr(texts, "model", model),
         )
     ]
     slots.append(
@@ -152,7 +152,7 @@ def model_slots(
             IMAGE_TASK,
             startup.image_classifier.ref if startup.image_classifier else "none",
             load_image,
-            lambda model: setattr(images, "classifier", model),
+            lambda model: setattr(images, "model", model),
         )
     )
     return slots
@@ -163,10 +163,10 @@ def build(
 ) -> faust.App:
     app = create_app(kafka, settings)
     batching = {"batch_size": settings.batch_size, "batch_seconds": settings.batch_seconds}
-    texts = Processor(startup.classifier, startup.rules)
+    texts = Hl7Feed(startup.classifier, startup.rules)
     install(app, texts, **batching)
-    images = ImageProcessor(startup.image_classifier, startup.rules, startup.blobs)
-    install_feed(app, dicom_feed(images), **batching)
+    images = DicomFeed(startup.image_classifier, startup.rules, startup.blobs)
+    install(app, images, **batching)
     if control_offsets is not None:
         slots = model_slots(settings, startup, texts, images)
         follower = PromotionFollower(slots, FaustPublisher(app), ThreadPoolExecutor(1, thread_name_prefix="promote"))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 
 from formats.hl7.delimiters import Delimiters, lenient_delimiters, read_delimiters, valid_delimiter
 from formats.hl7.errors import (
@@ -121,12 +122,14 @@ class Segment:
 
 @dataclass(frozen=True)
 class Message:
-    header: MshHeader
+    delimiters: Delimiters
     segments: tuple[str, ...]  # the segments' text, without their endings; blank lines dropped
 
-    @property
-    def delimiters(self) -> Delimiters:
-        return self.header.delimiters
+    @cached_property
+    def header(self) -> MshHeader:
+        """MSH's fields (empty when the first segment is not MSH); read on first use."""
+        first = self.segments[0] if self.segments else ""
+        return _header(first, self.delimiters) if first.startswith("MSH") else MshHeader(self.delimiters)
 
     @property
     def patient_id(self) -> str | None:
@@ -141,10 +144,17 @@ class Message:
         """The segments with one of ``names`` (all when none is given), in message order, split."""
         field = self.delimiters.field
         for text in self.segments:
-            values = text.split(field)
-            name = values[0].strip().upper()
-            if not names or name in names:
-                yield Segment(name, values, self.delimiters)
+            if text[3:4] == field or len(text) == 3:  # the usual case: the name is the first 3 characters
+                name = text[:3].upper()
+                if names and name not in names:
+                    continue  # not split: most segments of a message are skipped here
+                values = text.split(field)
+            else:  # blank space around the name, or a name that is not 3 characters: split to find it
+                values = text.split(field)
+                name = values[0].strip().upper()
+                if names and name not in names:
+                    continue
+            yield Segment(name, values, self.delimiters)
 
     def normalized(self) -> str:
         """The message with CR segment endings, as HL7 parsers expect it."""
@@ -152,7 +162,9 @@ class Message:
 
 
 def _split_segments(text: str) -> list[str]:
-    return [s for s in _LINE_ENDINGS.sub("\r", text).split("\r") if s]
+    if "\n" in text:
+        text = _LINE_ENDINGS.sub("\r", text)
+    return [s for s in text.split("\r") if s]
 
 
 def _header(msh: str, delimiters: Delimiters) -> MshHeader:
@@ -230,20 +242,18 @@ def check_structure(text: str) -> tuple[Delimiters, list[str]]:
 def read_message(text: str) -> Message:
     """Validate structure and header (the listener's accept decision); raises :class:`MessageError`."""
     delimiters, segments = check_structure(text)
-    header = _header(segments[0], delimiters)
-    _check_header(header)
+    message = Message(delimiters, tuple(segments))
+    _check_header(message.header)
     control = _CONTROL.search(text)
     if control:
         detail = f"control character U+{ord(control.group()):04X} at character {control.start()}"
         raise MessageError(CONTROL_CHARS, detail)
-    return Message(header, tuple(segments))
+    return message
 
 
 def read_lenient(text: str) -> Message:
     """The message as far as it can be read; never raises. A byte order mark or blank space before
     MSH is skipped, blank lines are dropped, segment names are not checked."""
     text = text.lstrip(_LEADING)
-    delimiters = lenient_delimiters(text)
     segments = [s for s in _split_segments(text) if s.strip()]
-    header = _header(segments[0], delimiters) if segments and segments[0].startswith("MSH") else MshHeader()
-    return Message(header, tuple(segments))
+    return Message(lenient_delimiters(text), tuple(segments))

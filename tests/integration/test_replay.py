@@ -36,8 +36,8 @@ from medroute.records import Hl7Record
 from models.bundle import sha256_file
 from models.registry import INSTALLED_DIR
 from models.text import TextClassifier
+from pipeline.hl7_feed import Hl7Feed
 from pipeline.outcomes import Decided
-from pipeline.process import Processor
 from pipeline.rules import load_rules
 from shell.broker import LocalBroker
 from shell.samples import sample_messages
@@ -287,8 +287,8 @@ def live_decisions(kafka: KafkaSettings, time_replay: TimeReplay) -> dict[str, d
     The first LIVE_LEFT_OUT messages of the slice get none (as if the worker had not reached them).
     """
     classifier = TextClassifier.load(LIVE_MODEL)
-    processor = Processor(classifier, load_rules(labels=classifier.labels))
-    outcomes = processor.process([s.record for s in time_replay.expected[LIVE_LEFT_OUT:]])
+    feed = Hl7Feed(classifier, load_rules(labels=classifier.labels))
+    outcomes = feed.process([s.record for s in time_replay.expected[LIVE_LEFT_OUT:]])
     decisions = [o.decision for o in outcomes if isinstance(o, Decided)]
     assert len(decisions) == len(outcomes)
 

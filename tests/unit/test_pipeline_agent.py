@@ -17,8 +17,8 @@ from medroute.config import AUDIT_EVENTS, HL7_DEADLETTER, ROUTING_DECISIONS, Kaf
 from medroute.records import AuditEvent, DeadLetter, Hl7Record, RoutingDecision
 from pipeline.agents import install
 from pipeline.app import create_app
+from pipeline.hl7_feed import Hl7Feed
 from pipeline.ledger import TABLE_NAME
-from pipeline.process import Processor
 from pipeline.publish import Outbound
 from pipeline.rules import load_rules
 from pipeline.settings import WorkerSettings
@@ -44,7 +44,7 @@ def harness(
     app = create_app(KafkaSettings(bootstrap="127.0.0.1:1"), WorkerSettings(), store="memory://")
     classifier = FakeClassifier()
     publisher = RecordingPublisher()
-    agent = install(app, Processor(classifier, load_rules()), batch_size=8, batch_seconds=0.01, publisher=publisher)
+    agent = install(app, Hl7Feed(classifier, load_rules()), batch_size=8, batch_seconds=0.01, publisher=publisher)
     return app, agent, publisher, classifier
 
 

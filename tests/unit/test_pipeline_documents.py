@@ -9,9 +9,11 @@ import pytest
 from fpdf import FPDF
 
 from pipeline.extract import extract_text
-from pipeline.routing import EXTRACTION_FAILED, decide
+from pipeline.hl7_feed import Hl7Feed
+from pipeline.outcomes import Decided
+from pipeline.routing import EXTRACTION_FAILED
 from pipeline.rules import load_rules
-from tests.unit.test_pipeline_support import record_from
+from tests.unit.test_pipeline_support import FakeClassifier, record_from
 
 MSH = "MSH|^~\\&|DOCS|GENHOSP|MEDROUTE|GENHOSP|20240302101500||MDM^T02^MDM_T02|D1|P|2.5.1"
 PID = "PID|1||MRN300001^^^GENHOSP^MR||SAMPLE^ANN||19700101|F"
@@ -92,11 +94,12 @@ def test_broken_documents_are_named_and_the_decision_says_extraction_failed(valu
     extracted = extract_text(record)
     assert extracted.text == "Comment kept."  # the rest of the message is still read
     assert len(extracted.failures) == 1 and extracted.failures[0].startswith(failure)
-    decision = decide(record, extracted, None, load_rules())
-    assert decision.reason == EXTRACTION_FAILED
+    (outcome,) = Hl7Feed(FakeClassifier(), load_rules()).process([record])
+    assert isinstance(outcome, Decided) and outcome.decision.reason == EXTRACTION_FAILED
     assert "SAMPLE" not in extracted.failures[0] and "MRN" not in extracted.failures[0]
 
 
 def test_decision_of_a_readable_message_has_no_reason() -> None:
     record = record_from(mdm("OBX|1|TX|DOC||Discharged home.||||||F"))
-    assert decide(record, extract_text(record), None, load_rules()).reason is None
+    (outcome,) = Hl7Feed(FakeClassifier(), load_rules()).process([record])
+    assert isinstance(outcome, Decided) and outcome.decision.reason is None

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.classify import Classification, classify, classify_many
+from pipeline.classify import Classification
 from pipeline.extract import ExtractedText, extract_text
-from pipeline.routing import RouteFacts, Rule, Rules, decide, route
+from pipeline.hl7_feed import Hl7Feed
+from pipeline.outcomes import Decided
+from pipeline.routing import RouteFacts, Rule, Rules, route
 from pipeline.rules import load_rules, parse_rules
 from tests.unit.test_pipeline_support import DOCTYPE_LABELS, FakeClassifier, fixture_record, record_from
 
@@ -98,30 +100,34 @@ def test_default_rule_is_mandatory_and_last() -> None:
     assert route(facts(kind="dicom", label=None, confidence=None), Rules((DEFAULT,))).rule_name == "default"
 
 
+def decided(record, classifier=None, rules=None) -> Decided:  # type: ignore[no-untyped-def]
+    (outcome,) = Hl7Feed(classifier or FakeClassifier(), rules or load_rules()).process([record])
+    assert isinstance(outcome, Decided)
+    return outcome
+
+
 def test_decide_for_a_report_names_model_label_confidence_rule_destinations() -> None:
     record = fixture_record("oru_r01_radiology.hl7", message_id="m-42")
-    extracted = extract_text(record)
-    classifier = FakeClassifier()
-    classification = classify(record, extracted, classifier)
-    assert classification == Classification("fake-doctype@0.0.1", "radiology_report", 0.92, False)
-    decision = decide(record, extracted, classification, load_rules(labels=DOCTYPE_LABELS))
+    outcome = decided(record, rules=load_rules(labels=DOCTYPE_LABELS))
+    assert outcome.classification == Classification("fake-doctype@0.0.1", "radiology_report", 0.92, False)
+    decision = outcome.decision
     assert decision.message_id == "m-42"
     assert decision.kind == "hl7"
     assert decision.message_type == "ORU^R01^ORU_R01"
     assert (decision.model, decision.label, decision.confidence) == ("fake-doctype@0.0.1", "radiology_report", 0.92)
     assert (decision.rule, decision.destinations) == ("radiology-reports", ["ris"])
+    assert decision.reason is None
 
 
 def test_decide_without_text_rests_on_the_message_type() -> None:
-    record = fixture_record("adt_a01.hl7")
-    extracted = extract_text(record)
     classifier = FakeClassifier()
-    assert classify(record, extracted, classifier) is None
+    outcome = decided(fixture_record("adt_a01.hl7"), classifier)
+    assert outcome.classification is None
     assert classifier.calls == []  # the model is not asked about an empty text
-    decision = decide(record, extracted, None, load_rules())
+    decision = outcome.decision
     assert (decision.model, decision.label, decision.confidence) == (None, None, None)
     assert (decision.rule, decision.destinations) == ("adt-events", ["ehr-adt"])
-    orders = decide(fixture_record("orm_o01.hl7"), ExtractedText("", []), None, load_rules())
+    orders = decided(fixture_record("orm_o01.hl7")).decision
     assert (orders.rule, orders.destinations) == ("default", ["ehr-inbox"])
 
 
@@ -136,8 +142,7 @@ def test_decide_without_text_rests_on_the_message_type() -> None:
 )
 def test_shipped_rules(text: str, rule: str, destinations: list[str]) -> None:
     record = record_from(f"MSH|^~\\&|RIS|GENHOSP|||20240101||ORU^R01^ORU_R01|1|P|2.5.1\rOBX|1|TX|||{text}\r")
-    extracted = extract_text(record)
-    decision = decide(record, extracted, classify(record, extracted, FakeClassifier()), load_rules())
+    decision = decided(record).decision
     assert (decision.rule, decision.destinations) == (rule, destinations)
 
 
@@ -147,18 +152,13 @@ def test_low_confidence_rule_from_a_bound() -> None:
         "  - {name: default, destinations: [ehr-inbox]}\n"
     )
     record = record_from("MSH|^~\\&|A|B|||20240101||ORU^R01|1|P|2.5.1\rOBX|1|TX|||Patient seen today.\r")
-    extracted = extract_text(record)
-    decision = decide(record, extracted, classify(record, extracted, FakeClassifier()), rules)
+    decision = decided(record, rules=rules).decision
     assert (decision.rule, decision.label, decision.confidence) == ("low", "progress_note", 0.55)
 
 
-def test_classify_many_makes_one_predict_call_and_skips_empty_texts() -> None:
+def test_extracted_text_is_what_the_model_reads() -> None:
+    record = fixture_record("oru_r01_radiology.hl7")
     classifier = FakeClassifier()
-    texts = [
-        ExtractedText("IMPRESSION: ok", ["OBX-5"]),
-        ExtractedText("", []),
-        ExtractedText("Discharged.", ["OBX-5"]),
-    ]
-    results = classify_many(texts, classifier)
-    assert classifier.calls == [["IMPRESSION: ok", "Discharged."]]
-    assert [r.label if r else None for r in results] == ["radiology_report", None, "discharge_summary"]
+    outcome = decided(record, classifier)
+    assert classifier.calls == [[extract_text(record).text]]
+    assert isinstance(outcome.content, ExtractedText) and outcome.content.sources == ["OBX-5", "NTE-3"]

@@ -6,7 +6,7 @@ Starts its own Kafka broker (or uses ``MEDROUTE_KAFKA_BOOTSTRAP``), puts ``--mes
 records onto ``hl7.inbound`` (as the listener stores them), then measures over that range:
 
 * raw consume: a plain group-less aiokafka consumer reading the range, nothing else done;
-* decide only: :class:`pipeline.process.Processor` over the same records in this process, no Kafka
+* decide only: the worker's :class:`pipeline.hl7_feed.Hl7Feed` over the same records in this process, no Kafka
   (extraction with the full hl7apy parse, classification, routing): the ceiling of any replay;
 * replay: ``medroute replay`` as its own process (read, decide, transactional write with a checkpoint
   per batch); its rate excludes start-up (model load), which the wall time includes.
@@ -83,17 +83,17 @@ async def raw_consume(settings: KafkaSettings, spans: dict[int, tuple[int, int]]
 
 
 def decide_only(pairs: list[tuple[bytes, Hl7Record]], model: str, batch_size: int) -> tuple[float, float]:
-    """Seconds (wall, CPU) for the worker's processor to decide every record, no Kafka."""
+    """Seconds (wall, CPU) for the worker's feed to decide every record, no Kafka."""
     from models.text import TextClassifier
-    from pipeline.process import Processor
+    from pipeline.hl7_feed import Hl7Feed
     from pipeline.rules import load_rules
 
     classifier = TextClassifier.load(model)
-    processor = Processor(classifier, load_rules(labels=classifier.labels))
+    feed = Hl7Feed(classifier, load_rules(labels=classifier.labels))
     records = [record for _, record in pairs]
     began, cpu = time.perf_counter(), time.process_time()
     for start in range(0, len(records), batch_size):
-        processor.process(records[start : start + batch_size])
+        feed.process(records[start : start + batch_size])
     return time.perf_counter() - began, time.process_time() - cpu
 
 

@@ -4,7 +4,7 @@ Kinds, told by content first (so a misnamed file is still read right), then by e
 
 * ``dicom``: a Part-10 file (``DICM`` after the 128-byte preamble) or ``.dcm``/``.dicom``; decoded by
   :mod:`pipeline.pixels` (the middle frame, display-ready). Only what the image model takes (a frontal
-  chest radiograph, by the worker's own :func:`pipeline.imaging.wants_image_model`) is marked for it;
+  chest radiograph, by the worker's own :func:`pipeline.dicom_feed.wants_image_model`) is marked for it;
 * ``image``: PNG/JPEG (and other formats Pillow reads), as grayscale;
 * ``pdf``: the text layer (pypdf); a PDF without one (a scan) has nothing to classify;
 * ``hl7``: one HL7 v2 message, checked and decoded as the MLLP listener does (MSH-18), its clinical
@@ -206,9 +206,9 @@ def _dicom_description(dataset: Dataset) -> str:
 
 
 def wants_image_model_of(dataset: Dataset) -> bool:
-    """The worker's choice (:func:`pipeline.imaging.wants_image_model`) for a dataset read from a file."""
+    """The worker's choice (:func:`pipeline.dicom_feed.wants_image_model`) for a dataset read from a file."""
     from medroute.records import DicomRecord
-    from pipeline.imaging import wants_image_model
+    from pipeline.dicom_feed import wants_image_model
 
     def text(keyword: str) -> str:
         return str(getattr(dataset, keyword, "") or "")

@@ -12,12 +12,16 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from medroute import blobstore
+from medroute.blobstore import BlobError
 from medroute.config import DICOM_INBOUND, HL7_INBOUND, REPLAY_CHECKPOINTS, ROUTING_DECISIONS_REPLAY, KafkaSettings
 from medroute.kafka.client import consumer, durable_producer, topic_partitions
 from medroute.kafka.topics import ensure_topics
 from medroute.logs import configure_logging
 from medroute.records import new_id
-from pipeline.process import Processor
+from pipeline.dicom_feed import DicomFeed
+from pipeline.feed import Feed
+from pipeline.hl7_feed import Hl7Feed
 from pipeline.rules import RulesError, load_rules, routes_path
 from tools.operations.replay.checkpoint import Checkpoint, latest_checkpoint
 from tools.operations.replay.ranges import RangeError, parse_bound, resolve
@@ -64,27 +68,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_processor(model: str, routes: Path) -> tuple[Processor, str]:
-    """The worker's processor for ``model`` and ``routes``, and the sha256 of the rules file."""
-    from models.text import TextClassifier  # ONNX Runtime: imported only when a replay runs
+def load_feed(topic: str, model: str, routes: Path) -> tuple[Feed, str]:
+    """The worker's feed for ``topic`` with ``model`` and ``routes``, and the sha256 of the rules file.
 
+    ``hl7.inbound`` is decided by a text model; ``dicom.inbound`` by an image model, reading each image
+    again from the blob store the listener wrote it to (``MEDROUTE_BLOB_*``).
+    """
+    kinds = {HL7_INBOUND: "hl7", DICOM_INBOUND: "dicom"}
+    if topic not in kinds:
+        raise ReplayError(f"cannot replay {topic}: only {HL7_INBOUND} and {DICOM_INBOUND} hold inbound items")
+    kind = kinds[topic]
     try:
-        classifier = TextClassifier.load(model)
+        if kind == "hl7":
+            from models.text import TextClassifier  # ONNX Runtime: imported only when a replay runs
+
+            classifier = TextClassifier.load(model)
+        else:
+            from models.image import ImageClassifier
+
+            classifier = ImageClassifier.load(model)
     except Exception as exc:
         raise ReplayError(f"cannot load model {model!r}: {exc}") from exc
     try:
-        rules = load_rules(routes, labels=classifier.labels)
+        rules = load_rules(routes, labels={kind: classifier.labels})
     except RulesError as exc:
         raise ReplayError(f"{exc} (give rules for {classifier.ref}'s labels with --routes)") from None
-    return Processor(classifier, rules), hashlib.sha256(routes.read_bytes()).hexdigest()
+    sha = hashlib.sha256(routes.read_bytes()).hexdigest()
+    if kind == "hl7":
+        return Hl7Feed(classifier, rules), sha
+    try:
+        blobs = blobstore.from_env()
+    except BlobError as exc:
+        raise ReplayError(f"cannot open the blob store: {exc}") from None
+    return DicomFeed(classifier, rules, blobs), sha
 
 
 async def plan(
     settings: KafkaSettings, args: argparse.Namespace, replay_id: str, model: str, routes: Path, routes_sha256: str
 ) -> Checkpoint:
     """The checkpoint of a new replay: its range resolved to offsets now, nothing done yet."""
-    if args.topic == DICOM_INBOUND:
-        raise ReplayError(f"replay reads HL7 records; {DICOM_INBOUND} cannot be replayed yet")
     try:
         start, end = parse_bound(args.range_from), parse_bound(args.range_to)
         partitions = [tp.partition for tp in await topic_partitions(settings, args.topic)]
@@ -143,7 +165,7 @@ async def start_or_resume(args: argparse.Namespace) -> int:
     settings = KafkaSettings()
     replay_id = args.replay_id or new_id()[:12]
     routes = (args.routes or routes_path()).resolve()
-    loaded = load_processor(args.model, routes) if args.model else None  # a bad model fails before Kafka
+    loaded = load_feed(args.topic, args.model, routes) if args.model else None  # a bad model fails before Kafka
     await ensure_topics(settings, (REPLAY_CHECKPOINTS,))
     # start() fences an earlier run of this replay id: its open transaction is aborted, never committed.
     producer = durable_producer(
@@ -155,8 +177,9 @@ async def start_or_resume(args: argparse.Namespace) -> int:
         if checkpoint is None:
             if loaded is None:
                 raise ReplayError(f"no replay {replay_id!r} to resume; give --model to start one")
-            processor, sha = loaded
-            checkpoint = await plan(settings, args, replay_id, processor.classifier.ref, routes, sha)
+            feed, sha = loaded
+            assert feed.model is not None
+            checkpoint = await plan(settings, args, replay_id, feed.model.ref, routes, sha)
             await ensure_topics(settings, (checkpoint.output_topic,))
             print(f"replay {replay_id}: {describe(checkpoint)}", flush=True)
         else:
@@ -164,7 +187,7 @@ async def start_or_resume(args: argparse.Namespace) -> int:
             if checkpoint.finished_at:
                 print(f"replay {replay_id} finished at {checkpoint.finished_at}: {checkpoint.decided} decided")
                 return 0
-            processor, sha = load_processor(checkpoint.model, Path(checkpoint.routes))
+            feed, sha = load_feed(checkpoint.source_topic, checkpoint.model, Path(checkpoint.routes))
             if sha != checkpoint.routes_sha256:
                 raise ReplayError(f"{checkpoint.routes} changed since replay {replay_id} started; resume refused")
             print(
@@ -172,7 +195,7 @@ async def start_or_resume(args: argparse.Namespace) -> int:
                 flush=True,
             )
         print(f"resume after a crash with: medroute replay --replay-id {replay_id}", flush=True)
-        runner = ReplayRunner(settings, processor, producer, REPLAY_CHECKPOINTS, args.batch_size, args.max_rate)
+        runner = ReplayRunner(settings, feed, producer, REPLAY_CHECKPOINTS, args.batch_size, args.max_rate)
         await runner.commit(checkpoint, [])  # the range is fixed from here on, whatever happens next
         began, done_before = time.monotonic(), checkpoint.done
         with tqdm(

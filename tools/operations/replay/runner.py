@@ -3,8 +3,8 @@
 Per batch, in this order:
 
 1. take up to ``batch_size`` records of the range (``--max-rate`` paces how fast);
-2. decide them with :class:`pipeline.process.Processor` (the worker's own code, in a thread so the
-   consumer keeps fetching), with the replay's model and rules;
+2. decide them with the worker's own feed (:mod:`pipeline.hl7_feed` or :mod:`pipeline.dicom_feed`, in a
+   thread so the consumer keeps fetching), with the replay's model and rules;
 3. in one Kafka transaction: each decision (marked with the replay id, the model and the record's
    position) to the output topic, and the checkpoint that says how far the range is done.
 
@@ -31,9 +31,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from medroute.config import KafkaSettings
 from medroute.kafka.client import consumer
 from medroute.logs import hash_id
-from medroute.records import Hl7Record, RoutingDecision, utc_now
+from medroute.records import DicomRecord, Hl7Record, RoutingDecision, utc_now
+from pipeline.feed import Feed
 from pipeline.outcomes import Decided, Rejected
-from pipeline.process import Processor, read_record
 from tools.operations.replay.checkpoint import Checkpoint
 
 log = structlog.get_logger(__name__)
@@ -74,14 +74,14 @@ class ReplayRunner:
     def __init__(
         self,
         settings: KafkaSettings,
-        processor: Processor,
+        feed: Feed,
         producer: AIOKafkaProducer,
         checkpoints_topic: str,
         batch_size: int = 64,
         max_rate: float | None = None,
     ) -> None:
         self.settings = settings
-        self.processor = processor
+        self.feed = feed
         self.producer = producer
         self.checkpoints_topic = checkpoints_topic
         self.batch_size = max(1, min(batch_size, int(max_rate) or 1)) if max_rate else batch_size
@@ -143,15 +143,15 @@ class ReplayRunner:
             progress(checkpoint.done - before)
 
     async def _decide(self, records: list[ConsumerRecord], checkpoint: Checkpoint) -> list[RoutingDecision]:
-        readable: list[tuple[ConsumerRecord, Hl7Record]] = []
+        readable: list[tuple[ConsumerRecord, Hl7Record | DicomRecord]] = []
         reasons: Counter[str] = Counter()
         for record in records:
-            item = read_record(record.value)
+            item = self.feed.read(record.value)
             if isinstance(item, Rejected):
                 reasons[item.dead_letter.reason] += 1
             else:
                 readable.append((record, item))
-        outcomes = await asyncio.to_thread(self.processor.process, [item for _, item in readable]) if readable else []
+        outcomes = await asyncio.to_thread(self.feed.process, [item for _, item in readable]) if readable else []
         decisions = []
         for (record, _), outcome in zip(readable, outcomes, strict=True):
             if isinstance(outcome, Decided):

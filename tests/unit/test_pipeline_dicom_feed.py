@@ -1,4 +1,4 @@
-"""DICOM records through the image processor and the DICOM agent: model choice, dead letters, decisions."""
+"""DICOM records through the DICOM feed and its agent: model choice, dead letters, decisions."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ from pydicom.data import get_testdata_file
 from medroute.blobstore import BlobStore
 from medroute.config import AUDIT_EVENTS, DICOM_DEADLETTER, ROUTING_DECISIONS, KafkaSettings
 from medroute.records import DicomRecord
-from pipeline.agents import dicom_feed, install_feed
+from pipeline.agents import install
 from pipeline.app import create_app
-from pipeline.imaging import ImageProcessor, read_dicom_record, wants_image_model
+from pipeline.dicom_feed import DicomFeed, wants_image_model
 from pipeline.ledger import DICOM_TABLE_NAME
-from pipeline.outcomes import ImageDecided, Rejected
+from pipeline.outcomes import Decided, Rejected
 from pipeline.publish import messages_for
 from pipeline.rules import load_rules
 from pipeline.settings import WorkerSettings
@@ -80,9 +80,9 @@ def test_chest_radiographs_are_classified_in_one_call_and_others_decided_on_meta
         chest(blobs, "cxr-normal"),
         chest(blobs, "cxr-unsure", "MR_small.dcm"),
     ]
-    outcomes = ImageProcessor(classifier, RULES, blobs).process(batch)
+    outcomes = DicomFeed(classifier, RULES, blobs).process(batch)
     assert [o.message_id for o in outcomes] == ["cxr-real", "ct", "cxr-normal", "cxr-unsure"]
-    assert all(isinstance(o, ImageDecided) for o in outcomes)
+    assert all(isinstance(o, Decided) for o in outcomes)
     (images,) = classifier.calls  # one predict call, for the three chest images only
     assert len(images) == 3
     assert all(i.ndim == 2 and i.dtype == np.float32 and i.min() >= 0 and i.max() <= 1 for i in images)
@@ -100,19 +100,19 @@ def test_chest_radiographs_are_classified_in_one_call_and_others_decided_on_meta
     assert (ct.message_type, ct.model, ct.label, ct.confidence) == ("DICOM^CT", None, None, None)
     assert (ct.rule, ct.destinations) == ("images", ["pacs"])
 
-    summary = outcomes[0].image
+    summary = outcomes[0].content
     assert summary is not None and (summary.frames, summary.frame, summary.voi, summary.inverted) == (
         1,
         0,
         "window",
         True,
     )
-    assert outcomes[1].image is None
+    assert outcomes[1].content is None
 
 
 def test_without_an_image_model_every_image_is_decided_on_metadata(blobs: BlobStore) -> None:
-    (outcome,) = ImageProcessor(None, RULES, blobs).process([chest(blobs, "cxr")])
-    assert isinstance(outcome, ImageDecided) and outcome.classification is None
+    (outcome,) = DicomFeed(None, RULES, blobs).process([chest(blobs, "cxr")])
+    assert isinstance(outcome, Decided) and outcome.classification is None
     assert (outcome.decision.model, outcome.decision.rule, outcome.decision.destinations) == (None, "images", ["pacs"])
 
 
@@ -129,7 +129,7 @@ def test_bad_blobs_and_pixels_become_dead_letters_and_the_batch_goes_on(blobs: B
     no_pixels = dicom_record(no_pixels_data, blobs.put(no_pixels_data), "no-pixels", modality="DX", body_part="CHEST")
     batch = [missing, good, undecryptable, not_dicom, broken, no_pixels]
 
-    outcomes = ImageProcessor(classifier, RULES, blobs).process(batch)
+    outcomes = DicomFeed(classifier, RULES, blobs).process(batch)
     assert [o.message_id for o in outcomes] == [r.message_id for r in batch]
     reasons = {o.message_id: o.dead_letter.reason for o in outcomes if isinstance(o, Rejected)}
     assert reasons == {
@@ -139,7 +139,7 @@ def test_bad_blobs_and_pixels_become_dead_letters_and_the_batch_goes_on(blobs: B
         "broken": "undecodable_pixels",
         "no-pixels": "no_pixel_data",
     }
-    assert isinstance(outcomes[1], ImageDecided) and outcomes[1].decision.rule == "chest-normal"
+    assert isinstance(outcomes[1], Decided) and outcomes[1].decision.rule == "chest-normal"
     assert len(classifier.calls) == 1 and len(classifier.calls[0]) == 1
 
     letter = outcomes[0].dead_letter
@@ -160,14 +160,15 @@ def test_a_failing_model_is_not_the_records_fault(blobs: BlobStore) -> None:
             raise RuntimeError("onnxruntime failed")
 
     with pytest.raises(RuntimeError, match="onnxruntime"):
-        ImageProcessor(Broken(), RULES, blobs).process([chest(blobs, "cxr")])
+        DicomFeed(Broken(), RULES, blobs).process([chest(blobs, "cxr")])
 
 
-def test_read_dicom_record_rejects_what_is_not_a_record(blobs: BlobStore) -> None:
+def test_read_rejects_what_is_not_a_record(blobs: BlobStore) -> None:
     record = chest(blobs, "cxr")
-    assert read_dicom_record(record.to_json()) == record
+    feed = DicomFeed(None, RULES, blobs)
+    assert feed.read(record.to_json()) == record
     for payload in (b"", b"[]", b'{"message_id": "x"}', b"\x00garbage", None):
-        outcome = read_dicom_record(payload)
+        outcome = feed.read(payload)
         assert isinstance(outcome, Rejected) and outcome.dead_letter.reason == "unreadable_record"
         assert outcome.topic == DICOM_DEADLETTER
 
@@ -180,8 +181,7 @@ def harness(
     app = create_app(KafkaSettings(bootstrap="127.0.0.1:1"), WorkerSettings(), store="memory://")
     classifier = FakeImageClassifier()
     publisher = RecordingPublisher()
-    feed = dicom_feed(ImageProcessor(classifier, RULES, blobs))
-    agent = install_feed(app, feed, batch_size=8, batch_seconds=0.01, publisher=publisher)
+    agent = install(app, DicomFeed(classifier, RULES, blobs), batch_size=8, batch_seconds=0.01, publisher=publisher)
     return app, agent, publisher, classifier
 
 

@@ -1,11 +1,12 @@
-"""A micro-batch through the processor: one predict call, outcomes in order, bad records rejected."""
+"""A micro-batch through the HL7 feed: one predict call, outcomes in order, bad records rejected."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
 from medroute.config import AUDIT_EVENTS, HL7_DEADLETTER, ROUTING_DECISIONS
-from pipeline.process import Decided, Processor, Rejected, read_record
+from pipeline.hl7_feed import Hl7Feed
+from pipeline.outcomes import Decided, Rejected
 from pipeline.publish import messages_for
 from pipeline.rules import load_rules
 from tests.unit.test_pipeline_support import FakeClassifier, fixture_record
@@ -19,7 +20,7 @@ def test_batch_is_classified_in_one_call_and_keeps_its_order() -> None:
         fixture_record("gb18030_chinese.hl7", "gb18030", message_id="c"),
         fixture_record("mdm_t02.hl7", message_id="d"),
     ]
-    outcomes = Processor(classifier, load_rules()).process(batch)
+    outcomes = Hl7Feed(classifier, load_rules()).process(batch)
     assert len(classifier.calls) == 1 and len(classifier.calls[0]) == 3
     assert [o.message_id for o in outcomes] == ["a", "b", "c", "d"]
     assert all(isinstance(o, Decided) for o in outcomes)
@@ -29,7 +30,7 @@ def test_batch_is_classified_in_one_call_and_keeps_its_order() -> None:
 def test_undecodable_record_is_rejected_and_the_rest_decided() -> None:
     good = fixture_record("oru_r01_radiology.hl7", message_id="good")
     bad = replace(fixture_record("gb18030_chinese.hl7", "gb18030", message_id="bad"), encoding="utf-8")
-    outcomes = Processor(FakeClassifier(), load_rules()).process([bad, good])
+    outcomes = Hl7Feed(FakeClassifier(), load_rules()).process([bad, good])
     rejected, decided = outcomes
     assert isinstance(rejected, Rejected) and isinstance(decided, Decided)
     letter = rejected.dead_letter
@@ -40,11 +41,12 @@ def test_undecodable_record_is_rejected_and_the_rest_decided() -> None:
     assert {m.key for m in messages_for(decided)} == {b"good"}
 
 
-def test_read_record_rejects_what_is_not_a_record() -> None:
+def test_read_rejects_what_is_not_a_record() -> None:
     record = fixture_record("adt_a01.hl7")
-    assert read_record(record.to_json()) == record
+    feed = Hl7Feed(FakeClassifier(), load_rules())
+    assert feed.read(record.to_json()) == record
     for payload in (b"", b"[]", b'{"message_id": "x"}', b'{"raw": 5}', None):
-        outcome = read_record(payload)
+        outcome = feed.read(payload)
         assert isinstance(outcome, Rejected), payload
         assert outcome.dead_letter.reason == "unreadable_record"
         assert outcome.message_id is None

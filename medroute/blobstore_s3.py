@@ -1,7 +1,7 @@
 """The blob store on an S3-compatible object store (MinIO, Ceph RGW, AWS S3): the scale-out back end.
 
-Same references, same sealed format as :class:`medroute.blobstore.BlobStore`, and the blobs are sealed
-here, so the object store holds ciphertext only; the object of ``sha256:<hex>`` is
+Same references, same sealed format (:mod:`medroute.sealing`) as :class:`medroute.blobstore.BlobStore`, and the
+blobs are sealed here, so the object store holds ciphertext only; the object of ``sha256:<hex>`` is
 ``<prefix>/<hex[:2]>/<hex[2:4]>/<hex>``. ``put`` returns once the store has answered the PUT with success,
 which S3-compatible stores give only for a durably written object; the body carries a SHA-256 checksum
 that the store verifies before it answers.
@@ -26,8 +26,8 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from medroute.blobstore import BlobError, checked_key, digest_of, reference_of, seal, unseal
 from medroute.config import env_str
+from medroute.sealing import BlobError, checked_key, digest_of, reference_of, seal, unseal
 
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 30.0

@@ -26,9 +26,9 @@ from typing import Protocol
 import numpy as np
 import structlog
 
-from medroute.blobstore import BlobError
 from medroute.logs import hash_id
 from medroute.records import DeadLetter, DicomRecord
+from medroute.sealing import BlobError
 from pipeline import metrics
 from pipeline.classify import Classification, Prediction, classification_of
 from pipeline.outcomes import ImageDecided, ImageSummary, Outcome, Rejected

@@ -19,11 +19,11 @@ import structlog
 from aiokafka import TopicPartition
 
 from medroute import blobstore
-from medroute.blobstore import BlobError
 from medroute.config import CONTROL, KafkaSettings
 from medroute.kafka.topics import ensure_topics
 from medroute.logs import configure_logging
 from medroute.records import ModelPromotion
+from medroute.sealing import BlobError
 from pipeline import metrics
 from pipeline.agents import dicom_feed, install, install_feed
 from pipeline.app import create_app

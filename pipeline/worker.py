@@ -18,13 +18,12 @@ import faust
 import structlog
 from aiokafka import TopicPartition
 
-from medroute import blobstore
+from medroute import blobstore, metrics
 from medroute.config import CONTROL, KafkaSettings
 from medroute.kafka.topics import ensure_topics
 from medroute.logs import configure_logging
 from medroute.records import ModelPromotion
 from medroute.sealing import BlobError
-from pipeline import metrics
 from pipeline.agents import dicom_feed, install, install_feed
 from pipeline.app import create_app
 from pipeline.classify import TextModel

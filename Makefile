@@ -22,6 +22,7 @@ up: setup
 
 test: setup
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/pytest
 
 test-unit: setup
@@ -29,6 +30,7 @@ test-unit: setup
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 bench-mllp: setup
 	$(BIN)/python -m tools.benchmarks.mllp

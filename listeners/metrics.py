@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 
 RECEIVED = Counter("medroute_listener_received", "Items (frames) received", ["listener"])
 ACKNOWLEDGED = Counter(
@@ -21,8 +21,3 @@ ACK_LATENCY = Histogram(
     ["listener"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
-
-
-def start_metrics_server(port: int, host: str = "127.0.0.1") -> None:
-    """Serve ``/metrics`` over HTTP (loopback unless a host is given)."""
-    start_http_server(port, addr=host)

@@ -1,7 +1,7 @@
 """The blob store on an S3-compatible object store (MinIO, Ceph RGW, AWS S3): the scale-out back end.
 
-Same references, same sealed format as :class:`medroute.blobstore.BlobStore`, and the blobs are sealed
-here, so the object store holds ciphertext only; the object of ``sha256:<hex>`` is
+Same references, same sealed format (:mod:`medroute.sealing`) as :class:`medroute.blobstore.BlobStore`, and the
+blobs are sealed here, so the object store holds ciphertext only; the object of ``sha256:<hex>`` is
 ``<prefix>/<hex[:2]>/<hex[2:4]>/<hex>``. ``put`` returns once the store has answered the PUT with success,
 which S3-compatible stores give only for a durably written object; the body carries a SHA-256 checksum
 that the store verifies before it answers.
@@ -17,17 +17,17 @@ hospital network, no request goes to an address nobody configured.
 from __future__ import annotations
 
 import io
-import os
 from typing import Any
 from urllib.parse import urlparse
 
 import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from medroute.blobstore import BlobError, checked_key, digest_of, reference_of, seal, unseal
-from medroute.config import env_str
+from medroute.config import env_bool, env_str
+from medroute.sealing import BlobError, checked_key, digest_of, reference_of, seal, unseal
 
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 30.0
@@ -59,14 +59,18 @@ class S3BlobStore:
         parsed = urlparse(url)
         if parsed.scheme != "s3" or not parsed.netloc:
             raise BlobError(f"MEDROUTE_BLOB_URL must be s3://bucket[/prefix], got {url!r}")
-        os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+        session = botocore.session.get_session()
+        if env_bool("AWS_EC2_METADATA_DISABLED", default=True):
+            # The credential chain's last resort asks the instance-metadata address; on a hospital network
+            # that is an address nobody configured, so the chain goes without it.
+            session.get_component("credential_provider").remove("iam-role")
         config = Config(
             connect_timeout=CONNECT_TIMEOUT,
             read_timeout=READ_TIMEOUT,
             retries={"max_attempts": ATTEMPTS, "mode": "standard"},
             max_pool_connections=MAX_CONNECTIONS,
         )
-        client = boto3.session.Session().client(
+        client = boto3.session.Session(botocore_session=session).client(
             "s3",
             endpoint_url=env_str("MEDROUTE_S3_ENDPOINT") or None,
             region_name=env_str("MEDROUTE_S3_REGION") or "us-east-1",

@@ -77,6 +77,11 @@ def env_secret(name: str) -> str | None:
     return env_str(name)
 
 
+def child_environment(**overrides: str) -> dict[str, str]:
+    """The environment for a child process: this one's, with ``overrides`` (e.g. the Kafka it must use)."""
+    return {**os.environ, **overrides}
+
+
 def home_dir() -> Path:
     """Where local state lives (broker data, logs, pid files): ``MEDROUTE_HOME`` or ``./.medroute``."""
     return Path(env_str("MEDROUTE_HOME", ".medroute")).resolve()

@@ -7,10 +7,10 @@ that name answers; without a version it answers with its highest version.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
+from medroute.config import env_str
 from models.bundle import MANIFEST, Bundle, BundleError, load_bundle
 
 INSTALLED_DIR = Path(__file__).resolve().parent / "bundles"
@@ -23,7 +23,7 @@ class BundleNotFoundError(BundleError, LookupError):
 
 def search_dirs() -> list[Path]:
     """Where names are looked up, in order."""
-    configured = os.environ.get(MODELS_DIR_ENV, "")
+    configured = env_str(MODELS_DIR_ENV) or ""
     return [Path(entry).expanduser() for entry in configured.split(":") if entry] + [INSTALLED_DIR]
 
 

@@ -19,10 +19,10 @@ from typing import ClassVar, Protocol
 
 import structlog
 
-from medroute.blobstore import BlobError
 from medroute.config import DICOM_INBOUND
 from medroute.logs import hash_id
 from medroute.records import DicomRecord
+from medroute.sealing import BlobError
 from pipeline.classify import Classification, Model
 from pipeline.feed import Feed, Prepared
 from pipeline.outcomes import Content, ImageSummary, Rejected

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Histogram
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -21,8 +21,3 @@ END_TO_END_LATENCY = Histogram(
     "From the listener's receipt (received_at) to the decision published",
     buckets=_LATENCY_BUCKETS,
 )
-
-
-def start_metrics_server(port: int, host: str = "127.0.0.1") -> None:
-    """Serve ``/metrics`` over HTTP (loopback unless a host is given)."""
-    start_http_server(port, addr=host)

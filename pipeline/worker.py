@@ -18,13 +18,12 @@ import faust
 import structlog
 from aiokafka import TopicPartition
 
-from medroute import blobstore
-from medroute.blobstore import BlobError
+from medroute import blobstore, metrics
 from medroute.config import CONTROL, KafkaSettings
 from medroute.kafka.topics import ensure_topics
 from medroute.logs import configure_logging
 from medroute.records import ModelPromotion
-from pipeline import metrics
+from medroute.sealing import BlobError
 from pipeline.agents import install
 from pipeline.app import create_app
 from pipeline.classify import Model

@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medroute.config import REPO_ROOT, env_str
+from medroute.config import REPO_ROOT, KafkaSettings, env_str
 from medroute.ports import free_port, port_open
 
 KAFKA_DEPLOY_DIR = REPO_ROOT / "deploy" / "kafka"
@@ -238,7 +238,7 @@ def _metadata_ready(bootstrap: str) -> bool:
 def broker_unless_configured(data_dir: Path) -> tuple[LocalBroker | None, str]:
     """For benchmarks: the cluster ``MEDROUTE_KAFKA_BOOTSTRAP`` names, else a local broker on free ports
     started in ``data_dir``; returns (the started broker or None, the bootstrap address)."""
-    configured = os.environ.get("MEDROUTE_KAFKA_BOOTSTRAP")
+    configured = KafkaSettings().bootstrap
     if configured:
         return None, configured
     broker = LocalBroker(data_dir=data_dir, port=free_port(), controller_port=free_port())

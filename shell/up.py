@@ -9,13 +9,12 @@ each routing decision as it is published. Ctrl-C stops everything it started.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
 import time
 
-from medroute.config import ROUTING_DECISIONS, KafkaSettings, env_int, home_dir
+from medroute.config import ROUTING_DECISIONS, KafkaSettings, child_environment, env_int, home_dir
 from medroute.ports import wait_for_port
 
 
@@ -87,7 +86,7 @@ def run_up(samples: int = 20, duration: float | None = None, keep_kafka: bool = 
     print(f"creating topics on {settings.bootstrap_servers} ...", flush=True)
     asyncio.run(ensure_topics(settings))
 
-    env = {**os.environ, "MEDROUTE_KAFKA_BOOTSTRAP": settings.bootstrap_servers}
+    env = child_environment(MEDROUTE_KAFKA_BOOTSTRAP=settings.bootstrap_servers)
     mllp_port = env_int("MEDROUTE_MLLP_PORT", 2575)
     dicom_port = env_int("MEDROUTE_DICOM_PORT", 11112)
     children = {

@@ -38,6 +38,7 @@ from medroute import blobstore
 from medroute.blobstore import Blobs
 from medroute.config import KafkaSettings, env_int, env_str
 from medroute.logs import configure_logging, hash_id
+from medroute.metrics import start_metrics_server
 
 log = structlog.get_logger("listeners.dicom")
 # With 8+ associations opening at once the default backlog of 5 overflows and a sender waits ~1 s.
@@ -267,7 +268,7 @@ def main() -> int:
     settings = DicomSettings()
     metrics_port = env_int("MEDROUTE_METRICS_PORT", 0)
     if metrics_port:
-        metrics.start_metrics_server(metrics_port, env_str("MEDROUTE_METRICS_HOST", "127.0.0.1") or "127.0.0.1")
+        start_metrics_server(metrics_port, env_str("MEDROUTE_METRICS_HOST", "127.0.0.1") or "127.0.0.1")
     if settings.processes == 1:
         serve(settings)
         return 0

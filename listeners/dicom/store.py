@@ -23,10 +23,11 @@ from listeners.dicom.events import Receipt
 from listeners.dicom.part10 import file_meta, file_parts
 from listeners.dicom.settings import DicomSettings
 from listeners.sink import SinkUnavailable
-from medroute.blobstore import BlobError, Blobs
+from medroute.blobstore import Blobs
 from medroute.config import AUDIT_EVENTS, DICOM_DEADLETTER, DICOM_INBOUND
 from medroute.logs import hash_id
 from medroute.records import DeadLetter, utc_now
+from medroute.sealing import BlobError
 
 LISTENER = "dicom"
 log = structlog.get_logger("listeners.dicom")

@@ -25,6 +25,7 @@ from listeners.sink import KafkaSink, RecordSink
 from medroute import eventloop
 from medroute.config import KafkaSettings, env_int, env_str
 from medroute.logs import configure_logging
+from medroute.metrics import start_metrics_server
 
 log = structlog.get_logger("listeners.mllp")
 READ_SIZE = 256 * 1024
@@ -216,7 +217,7 @@ def main() -> int:
     settings = MllpSettings()
     metrics_port = env_int("MEDROUTE_METRICS_PORT", 0)
     if metrics_port:
-        metrics.start_metrics_server(metrics_port, env_str("MEDROUTE_METRICS_HOST", "127.0.0.1") or "127.0.0.1")
+        start_metrics_server(metrics_port, env_str("MEDROUTE_METRICS_HOST", "127.0.0.1") or "127.0.0.1")
     with sibling_processes(settings.processes - 1, _serve_sibling, settings.shutdown_grace):
         eventloop.run(serve(settings))
     return 0

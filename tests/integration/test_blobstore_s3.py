@@ -20,11 +20,11 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from medroute import blobstore
-from medroute.blobstore import MAGIC, BlobError, reference_of
 from medroute.blobstore_s3 import S3BlobStore
 from medroute.config import DICOM_DEADLETTER, DICOM_INBOUND, KafkaSettings
 from medroute.ports import free_port
 from medroute.records import utc_now
+from medroute.sealing import MAGIC, BlobError, reference_of
 from tests.integration.conftest import DICOM_TEST_BLOB_KEY, start_dicom_listener
 from tests.integration.dicom_peers import (
     association,

@@ -7,16 +7,8 @@ import stat
 
 import pytest
 
-from medroute.blobstore import (
-    CHUNK_BYTES,
-    MAGIC,
-    NONCE_BYTES,
-    BlobError,
-    BlobStore,
-    key_from_env,
-    parse_key,
-    reference_of,
-)
+from medroute.blobstore import BlobStore
+from medroute.sealing import CHUNK_BYTES, MAGIC, NONCE_BYTES, BlobError, key_from_env, parse_key, reference_of
 
 KEY = bytes(range(32))
 

@@ -31,7 +31,7 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from medroute import eventloop
-from medroute.config import DICOM_INBOUND, KafkaSettings
+from medroute.config import DICOM_INBOUND, KafkaSettings, child_environment
 from medroute.kafka.client import reader_of
 from medroute.kafka.topics import ensure_topics
 from medroute.ports import free_port, wait_for_port
@@ -90,7 +90,7 @@ def _cpu_with_ended_children(pid: int) -> float:
 
 def send(port: int, files: list[Path], associations: int, cpu_of: dict[str, int]) -> Run:
     """``associations`` storescu processes in parallel, each one association with its share of files."""
-    env = {**os.environ, "TCP_NODELAY": "1"}
+    env = child_environment(TCP_NODELAY="1")
     before = {name: _cpu_with_ended_children(pid) for name, pid in cpu_of.items()}
     began = time.perf_counter()
     senders = [
@@ -139,14 +139,15 @@ def main(argv: list[str] | None = None) -> int:
     settings = KafkaSettings(bootstrap=bootstrap)
     asyncio.run(ensure_topics(settings))
     listener_port, scp_port = free_port(), free_port()
-    env = {**os.environ, "MEDROUTE_KAFKA_BOOTSTRAP": bootstrap, "MEDROUTE_DICOM_PORT": str(listener_port),
-           "MEDROUTE_DICOM_AE_TITLE": CALLED, "MEDROUTE_HOME": str(work), "MEDROUTE_BLOB_DIR": str(work / "blobs"),
-           "MEDROUTE_LOG_LEVEL": "WARNING", "MEDROUTE_DICOM_PROCESSES": str(args.listener_processes)}
+    env = child_environment(MEDROUTE_KAFKA_BOOTSTRAP=bootstrap, MEDROUTE_DICOM_PORT=str(listener_port),
+                            MEDROUTE_DICOM_AE_TITLE=CALLED, MEDROUTE_HOME=str(work),
+                            MEDROUTE_BLOB_DIR=str(work / "blobs"), MEDROUTE_LOG_LEVEL="WARNING",
+                            MEDROUTE_DICOM_PROCESSES=str(args.listener_processes))
     listener = subprocess.Popen([sys.executable, "-m", "listeners.dicom"], env=env,
                                 stdout=open(work / "listener.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
     (work / "storescp").mkdir()
     storescp = subprocess.Popen(["storescp", "--fork", "-aet", CALLED, "-od", str(work / "storescp"), str(scp_port)],
-                                env={**os.environ, "TCP_NODELAY": "1"}, stdout=subprocess.DEVNULL,
+                                env=child_environment(TCP_NODELAY="1"), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
     try:
         wait_for_port(listener_port, 60, listener)

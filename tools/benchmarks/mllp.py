@@ -26,7 +26,7 @@ from pathlib import Path
 
 from listeners.mllp.client import MllpClient
 from medroute import eventloop
-from medroute.config import HL7_INBOUND, KafkaSettings
+from medroute.config import HL7_INBOUND, KafkaSettings, child_environment
 from medroute.kafka.client import durable_producer
 from medroute.kafka.topics import ensure_topics
 from medroute.ports import free_port, wait_for_port
@@ -154,9 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = KafkaSettings(bootstrap=bootstrap)
     asyncio.run(ensure_topics(settings))
     port = free_port()
-    env = {**os.environ, "MEDROUTE_KAFKA_BOOTSTRAP": bootstrap, "MEDROUTE_MLLP_PORT": str(port),
-           "MEDROUTE_HOME": str(work), "MEDROUTE_LOG_LEVEL": "WARNING",
-           "MEDROUTE_MLLP_PROCESSES": str(args.listener_processes)}
+    env = child_environment(MEDROUTE_KAFKA_BOOTSTRAP=bootstrap, MEDROUTE_MLLP_PORT=str(port),
+                            MEDROUTE_HOME=str(work), MEDROUTE_LOG_LEVEL="WARNING",
+                            MEDROUTE_MLLP_PROCESSES=str(args.listener_processes))
     listener = subprocess.Popen([sys.executable, "-m", "listeners.mllp"], env=env,
                                 stdout=open(work / "listener.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
     try:

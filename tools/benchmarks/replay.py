@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from formats.hl7.record import record_of_bytes
-from medroute.config import HL7_INBOUND, REPO_ROOT, KafkaSettings
+from medroute.config import HL7_INBOUND, REPO_ROOT, KafkaSettings, child_environment
 from medroute.kafka.client import consumer, durable_producer, topic_partitions
 from medroute.kafka.topics import ensure_topics
 from medroute.records import Hl7Record, utc_now
@@ -104,8 +104,7 @@ def replay(
     CPU seconds (start-up included)."""
     start = ",".join(f"{p}:{s}" for p, (s, _) in sorted(spans.items()))
     end = ",".join(f"{p}:{e}" for p, (_, e) in sorted(spans.items()))
-    env = {**os.environ, "MEDROUTE_KAFKA_BOOTSTRAP": bootstrap, "MEDROUTE_LOG_LEVEL": "WARNING",
-           "PYTHONPATH": str(REPO_ROOT)}  # fmt: skip
+    env = child_environment(MEDROUTE_KAFKA_BOOTSTRAP=bootstrap, MEDROUTE_LOG_LEVEL="WARNING", PYTHONPATH=str(REPO_ROOT))
     command = [sys.executable, "-m", "shell.cli", "replay", "--from", start, "--to", end, "--model", model,
                "--batch-size", str(batch_size), "--no-progress"]  # fmt: skip
     began, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -13,12 +13,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from medroute import blobstore
-from medroute.blobstore import BlobError
 from medroute.config import DICOM_INBOUND, HL7_INBOUND, REPLAY_CHECKPOINTS, ROUTING_DECISIONS_REPLAY, KafkaSettings
 from medroute.kafka.client import consumer, durable_producer, topic_partitions
 from medroute.kafka.topics import ensure_topics
 from medroute.logs import configure_logging
 from medroute.records import new_id
+from medroute.sealing import BlobError
 from pipeline.dicom_feed import DicomFeed
 from pipeline.feed import Feed
 from pipeline.hl7_feed import Hl7Feed

@@ -292,3 +292,15 @@ def test_deliberate_differences(segments: list[str], old_text: str, new_text: st
 
 def test_fixture_directory_is_not_empty() -> None:
     assert len(list(FIXTURES.glob("*.hl7"))) >= 10
+
+
+def test_production_code_does_not_import_the_reference() -> None:
+    root = FIXTURES.parents[2]
+    packages = ("formats", "listeners", "medroute", "models", "pipeline", "shell", "tools")
+    users = [
+        str(path.relative_to(root))
+        for package in packages
+        for path in (root / package).rglob("*.py")
+        if "hl7apy_reference" in path.read_text(encoding="utf-8")
+    ]
+    assert users == []

@@ -79,6 +79,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     return run_up(samples=args.samples, duration=args.duration, keep_kafka=args.keep_kafka)
 
 
+def cmd_hl7(args: argparse.Namespace) -> int:
+    from shell.hl7_validate import run
+
+    return run(args.files, as_json=args.json)
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from models.registry import list_bundles
 
@@ -141,6 +147,18 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--samples", type=int, default=10, help="without files: send N generated samples")
     send.add_argument("--host", default="127.0.0.1")
     send.add_argument("--port", type=int, default=None, help="default: MEDROUTE_MLLP_PORT or 2575")
+
+    hl7 = verb("hl7", cmd_hl7, "HL7 v2 file tools")
+    hl7_actions = hl7.add_subparsers(dest="action", required=True, metavar="ACTION")
+    validate = hl7_actions.add_parser(
+        "validate",
+        help="check HL7 files as the listener's strict mode would (exit 0 valid, 1 findings, 2 unreadable)",
+        description="Check every message of HL7 files as the MLLP listener's strict mode would: MSH-18 "
+        "decoding, the listener's structural checks, hl7apy strict validation. Exit 0 when all are valid, "
+        "1 when a message has findings, 2 when a file cannot be read.",
+    )
+    validate.add_argument("files", nargs="+", metavar="FILE", help="one or more messages each, MSH first")
+    validate.add_argument("--json", action="store_true", help="one JSON object per message")
 
     for name, (_, help_text) in TOOL_VERBS.items():
         verbs.add_parser(name, help=help_text, add_help=False)

@@ -1,4 +1,4 @@
-"""Strict conformance check with hl7apy (``MEDROUTE_MLLP_STRICT=1``), off the fast path by default.
+"""Strict conformance check with hl7apy (``MEDROUTE_MLLP_STRICT=1``, ``medroute hl7 validate``), off the fast path.
 
 hl7apy builds a full element tree (~80 msg/s), so it runs only where a site asks for it, and in a
 worker thread so that other connections keep being served meanwhile. Known hl7apy limits apply (e.g.
@@ -23,18 +23,31 @@ _PHRASES = (
     "Invalid element found",
     "Invalid children detected",
     "Child limit exceeded",
+    "is not correct for",
     "is not an HL7 valid date value",
+    "is not an HL7 valid NM value",
+    "is not an HL7 valid SI value",
+    "exceed the max length",
     "max limit",
+    "is not supported",
+    "Invalid name for",
+    "No child named",
+    "Cannot instantiate an unknown Element",
 )
-_ELEMENT = re.compile(r"\b[A-Z][A-Z0-9]{2}(?:_[A-Z0-9]+)+(?:\.[A-Z][A-Z0-9_]*)*\b")
+_ELEMENT = re.compile(r"\b[A-Z][A-Z0-9]{1,2}(?:_[A-Z0-9]+)+(?:\.[A-Z][A-Z0-9_]*)*\b")
+# Element names are taken only from the failures whose text names elements and never quotes a value: a
+# value such as MRN_100234 in "The value MRN_100234 exceed the max length" looks like an element name.
+_NAMING_FAILURES = frozenset({"ValidationError", "MaxChildLimitReached", "ChildNotFound", "InvalidName"})
 
 
 def describe(exc: Exception) -> str:
-    """A PHI-free description of an hl7apy failure."""
+    """A PHI-free description of an hl7apy failure: its type, fixed phrases and element names."""
     text = str(exc)
+    kind = type(exc).__name__
     parts = [p for p in _PHRASES if p in text]
-    parts += list(dict.fromkeys(_ELEMENT.findall(text)))[:5]
-    return f"hl7apy {type(exc).__name__}" + (f": {' '.join(parts)}" if parts else "")
+    if kind in _NAMING_FAILURES:
+        parts += list(dict.fromkeys(_ELEMENT.findall(text)))[:5]
+    return f"hl7apy {kind}" + (f": {' '.join(parts)}" if parts else "")
 
 
 def validate(message: Message) -> None:

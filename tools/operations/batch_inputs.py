@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset
 
+from formats import documents
+
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"})
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
 HL7_SUFFIXES = frozenset({".hl7", ".er7"})
@@ -31,7 +33,6 @@ _IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00
 _MLLP_FRAMING = b"\x0b\x1c\r\n"
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _NON_CJK_WORD = re.compile(r"[^\W\d_\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
 
 
 class InputError(Exception):
@@ -109,16 +110,10 @@ def _with_text(text: str, note: str = "", empty: str = "no text") -> TextInput |
 
 def decode_text(data: bytes) -> str:
     """Bytes of a text file as text; raises :class:`InputError` for binary data."""
-    # GB 18030 last: it reads most byte strings without error, so the control-character check decides.
-    candidates = ["utf-16"] if data.startswith((b"\xff\xfe", b"\xfe\xff")) else ["utf-8-sig", "gb18030"]
-    for codec in candidates:
-        try:
-            text = data.decode(codec)
-        except UnicodeDecodeError:
-            continue
-        if len(_CONTROL.findall(text)) <= 0.01 * max(1, len(text)):
-            return text
-    raise InputError("binary content, not text (neither UTF-8, UTF-16 nor GB 18030 text)")
+    try:
+        return documents.decode_text(data)
+    except documents.DocumentError as exc:
+        raise InputError(str(exc)) from None
 
 
 def _text(path: Path, data: bytes) -> Input:
@@ -126,18 +121,10 @@ def _text(path: Path, data: bytes) -> Input:
 
 
 def _pdf(path: Path, data: bytes) -> Input:
-    from pypdf import PdfReader
-    from pypdf.errors import PyPdfError
-
     try:
-        reader = PdfReader(path)
-        if reader.is_encrypted:
-            raise InputError("encrypted PDF")
-        pages = [page.extract_text() or "" for page in reader.pages]
-    except InputError:
-        raise
-    except (PyPdfError, ValueError, KeyError, TypeError, OSError, AttributeError, IndexError) as exc:
-        raise InputError(f"unreadable PDF ({type(exc).__name__})") from None
+        pages = documents.pdf_pages(data)
+    except documents.DocumentError as exc:
+        raise InputError(str(exc)) from None
     note = f"{len(pages)} page{'s' if len(pages) != 1 else ''}"
     return _with_text("\n".join(pages), note, empty=f"PDF without a text layer ({note}; a scan needs OCR first)")
 

@@ -23,6 +23,7 @@ from pipeline.dicom_feed import DicomFeed
 from pipeline.feed import Feed
 from pipeline.hl7_feed import Hl7Feed
 from pipeline.rules import RulesError, load_rules, routes_path
+from pipeline.settings import WorkerSettings
 from tools.operations.replay.checkpoint import Checkpoint, latest_checkpoint
 from tools.operations.replay.ranges import RangeError, parse_bound, resolve
 from tools.operations.replay.runner import ReplayRunner
@@ -89,8 +90,11 @@ def load_feed(topic: str, model: str, routes: Path) -> tuple[Feed, str]:
             classifier = ImageClassifier.load(model)
     except Exception as exc:
         raise ReplayError(f"cannot load model {model!r}: {exc}") from exc
+    labels = {kind: classifier.labels}
+    if kind == "dicom":  # the rules also serve the pool's text model: check them as its workers would
+        labels["hl7"] = text_model_labels()
     try:
-        rules = load_rules(routes, labels={kind: classifier.labels})
+        rules = load_rules(routes, labels=labels)
     except RulesError as exc:
         raise ReplayError(f"{exc} (give rules for {classifier.ref}'s labels with --routes)") from None
     sha = hashlib.sha256(routes.read_bytes()).hexdigest()
@@ -101,6 +105,18 @@ def load_feed(topic: str, model: str, routes: Path) -> tuple[Feed, str]:
     except BlobError as exc:
         raise ReplayError(f"cannot open the blob store: {exc}") from None
     return DicomFeed(classifier, rules, blobs), sha
+
+
+def text_model_labels() -> list[str]:
+    """The labels of the text model the workers are configured with (read from its manifest)."""
+    from models.bundle import load_bundle
+    from models.registry import find_bundle
+
+    name = WorkerSettings().text_model
+    try:
+        return list(load_bundle(find_bundle(name)).labels)
+    except Exception as exc:
+        raise ReplayError(f"cannot read the labels of the text model {name!r} (MEDROUTE_TEXT_MODEL): {exc}") from exc
 
 
 async def plan(

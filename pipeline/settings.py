@@ -29,7 +29,7 @@ class WorkerSettings:
     # set: that bundle or the worker does not start; "none": metadata-only on purpose.
     image_model_setting: str | None = field(default_factory=lambda: env_str("MEDROUTE_IMAGE_MODEL"))
     routes: Path = field(default_factory=routes_path)
-    batch_size: int = field(default_factory=lambda: _positive("MEDROUTE_BATCH_SIZE", 16, 1))
+    batch_size: int = field(default_factory=lambda: _positive("MEDROUTE_BATCH_SIZE", 64, 1))
     batch_ms: int = field(default_factory=lambda: _positive("MEDROUTE_BATCH_MS", 20, 1))
     # The Faust app id: the consumer group and the prefix of the table changelog topics. Separate ids
     # give separate worker pools (e.g. per site); workers of one pool must share it.

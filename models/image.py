@@ -20,7 +20,7 @@ import onnxruntime as ort
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from models.bundle import Bundle, BundleError, BundleModel, load_bundle
-from models.prediction import Prediction, predictions_from, providers
+from models.prediction import Prediction, open_session, predictions_from
 from models.registry import find_bundle
 
 MODEL_FILE = "model.onnx"
@@ -128,7 +128,7 @@ class ImageClassifier(BundleModel):
         spec = bundle.manifest["preprocessing"]
         if not isinstance(spec, Mapping) or "size" not in spec:
             raise BundleError(f"{bundle.ref}: preprocessing must give the input size")
-        session = ort.InferenceSession(str(bundle.file(MODEL_FILE)), providers=providers())
+        session = open_session(bundle.file(MODEL_FILE))
         shape = session.get_inputs()[0].shape
         expected = [int(spec.get("channels", 1)), int(spec["size"]), int(spec["size"])]
         if list(shape[1:]) != expected:

@@ -16,7 +16,7 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from models.bundle import Bundle, BundleError, BundleModel, load_bundle
-from models.prediction import Prediction, predictions_from, providers
+from models.prediction import Prediction, open_session, predictions_from
 from models.registry import find_bundle
 
 MODEL_FILE = "model.onnx"
@@ -51,7 +51,7 @@ class TextClassifier(BundleModel):
         tokenizer = Tokenizer.from_file(str(bundle.file(TOKENIZER_FILE)))
         tokenizer.no_padding()
         tokenizer.enable_truncation(int(bundle.manifest["preprocessing"]["max_length"]))
-        session = ort.InferenceSession(str(bundle.file(MODEL_FILE)), providers=providers())
+        session = open_session(bundle.file(MODEL_FILE))
         width = session.get_outputs()[0].shape[-1]
         if isinstance(width, int) and width != len(bundle.labels):
             raise BundleError(f"{bundle.ref}: {MODEL_FILE} has {width} outputs for {len(bundle.labels)} labels")

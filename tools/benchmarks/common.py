@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -116,12 +117,11 @@ class Child:
 
 
 def terminate_on_sigterm() -> None:
-    """Make SIGTERM unwind like Ctrl-C, so that ``finally`` blocks stop the children and the broker."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
+    """Make SIGTERM (e.g. from ``timeout``) act as Ctrl-C: the running event loop's main task is cancelled
+    (or KeyboardInterrupt raised outside one), so ``finally`` blocks stop the children and the broker."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started in the background by a shell script
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 async def raw_send_and_wait(
@@ -184,8 +184,20 @@ def with_note(raw: bytes, text: bytes) -> bytes:
     return raw + b"NTE" + field + b"1" + field + b"L" + field + text + ending
 
 
+def _strict(value: Any) -> Any:
+    """``value`` with NaN (a percentile of nothing) as null: strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _strict(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(item) for item in value]
+    return value
+
+
 def write_json(path: str | None, figures: dict[str, Any]) -> None:
     """Write a benchmark's figures to ``path`` (``--json``), when one is given."""
     if path:
-        Path(path).write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        text = json.dumps(_strict(figures), indent=2, sort_keys=True, allow_nan=False)
+        Path(path).write_text(text + "\n", encoding="utf-8")
         print(f"\nfigures written to {path}")

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup up test test-unit lint bench-mllp bench-dicom bench-replay clean
+.PHONY: setup up test test-unit lint bench-mllp bench-dicom bench-replay bench-decide bench-pipeline clean
 
 setup: $(VENV)/.installed deploy/kafka/lib/.fetched
 
@@ -32,14 +32,21 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
+# Options go in ARGS, e.g. `make bench-pipeline ARGS="--duration 10 --latency-duration 5"`.
 bench-mllp: setup
-	$(BIN)/python -m tools.benchmarks.mllp
+	$(BIN)/python -m tools.benchmarks.mllp $(ARGS)
 
 bench-dicom: setup
-	$(BIN)/python -m tools.benchmarks.dicom
+	$(BIN)/python -m tools.benchmarks.dicom $(ARGS)
 
 bench-replay: setup
-	$(BIN)/python -m tools.benchmarks.replay
+	$(BIN)/python -m tools.benchmarks.replay $(ARGS)
+
+bench-decide: setup
+	$(BIN)/python -m tools.benchmarks.decide $(ARGS)
+
+bench-pipeline: setup
+	$(BIN)/python -m tools.benchmarks.pipeline $(ARGS)
 
 clean:
 	-$(BIN)/medroute kafka stop

@@ -36,7 +36,7 @@ from medroute.kafka.client import reader_of
 from medroute.kafka.topics import ensure_topics
 from medroute.ports import free_port, wait_for_port
 from shell.broker import broker_unless_configured
-from tools.benchmarks.mllp import _cpu_seconds, _raw_kafka
+from tools.benchmarks.common import cpu_seconds, warm_broker
 
 CALLED = "MEDROUTE"
 
@@ -85,7 +85,7 @@ def _cpu_with_ended_children(pid: int) -> float:
     """CPU seconds of ``pid``, its children, and its children that ended (storescp forks one per
     association): /proc's cutime/cstime count the waited-for ones."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return _cpu_seconds(pid) + (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+    return cpu_seconds(pid) + (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
 
 
 def send(port: int, files: list[Path], associations: int, cpu_of: dict[str, int]) -> Run:
@@ -152,8 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         wait_for_port(listener_port, 60, listener)
         wait_for_port(scp_port, 30, storescp)
-        # The broker's JVM needs some 20,000 requests before its hot paths are compiled (see bench_mllp).
-        eventloop.run(_raw_kafka(settings, [b"x" * 1500] * 20_000, 16))
+        eventloop.run(warm_broker(settings))
         templates = {"small": _template("small"), "ct": _template("ct")}
         warm = write_instances(templates["small"], work / "warm", 400)
         send(listener_port, warm, 8, {})  # the listener's own first associations, imports, producer

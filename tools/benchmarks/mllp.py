@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,12 +24,12 @@ from pathlib import Path
 
 from listeners.mllp.client import MllpClient
 from medroute import eventloop
-from medroute.config import HL7_INBOUND, KafkaSettings, child_environment
-from medroute.kafka.client import durable_producer
+from medroute.config import KafkaSettings
 from medroute.kafka.topics import ensure_topics
 from medroute.ports import free_port, wait_for_port
 from shell.broker import broker_unless_configured
 from shell.samples import sample_messages
+from tools.benchmarks.common import BROKER_WARM_UP_SENDS, Child, CpuMeter, percentile, raw_send_and_wait
 
 
 @dataclass
@@ -48,25 +46,11 @@ class Result:
         return self.messages / self.seconds
 
     def percentile(self, q: float) -> float:
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+        return percentile(self.latencies_ms, q)
 
 
 async def _raw_kafka(settings: KafkaSettings, payloads: list[bytes], connections: int) -> Result:
-    producer = durable_producer(settings)
-    await producer.start()
-    latencies: list[float] = []
-
-    async def sender(share: list[bytes]) -> None:
-        for n, payload in enumerate(share):
-            began = time.perf_counter()
-            await producer.send_and_wait(HL7_INBOUND, payload, key=str(n % 40).encode())
-            latencies.append((time.perf_counter() - began) * 1000)
-
-    began = time.perf_counter()
-    await asyncio.gather(*(sender(payloads[i::connections]) for i in range(connections)))
-    elapsed = time.perf_counter() - began
-    await producer.stop()
+    elapsed, latencies = await raw_send_and_wait(settings, payloads, connections)
     return Result("raw aiokafka send_and_wait", connections, len(payloads), elapsed, latencies)
 
 
@@ -97,35 +81,12 @@ async def _mllp(port: int, messages: list[bytes], connections: int, rate: float 
     return Result(name, connections, len(messages), elapsed, latencies)
 
 
-def _stat(pid: int) -> list[str]:
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time used so far by a process and its children (Linux /proc)."""
-    pids = [pid]
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int(_stat(int(entry.name))[1]) == pid:
-                    pids.append(int(entry.name))
-            except (OSError, IndexError):  # a process that ended meanwhile
-                continue
-    total = 0
-    for each in pids:
-        with contextlib.suppress(OSError):
-            fields = _stat(each)
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 def _with_cpu(run: Callable[[], Result], processes: dict[str, int]) -> Result:
     """Run a measurement and record where the CPU went: the sender (this process) and ``processes``."""
-    before = {name: _cpu_seconds(pid) for name, pid in processes.items()}
-    before_sender = time.process_time()
+    meter = CpuMeter(processes).start()
     result = run()
-    cpu = {name: _cpu_seconds(pid) - before[name] for name, pid in processes.items()}
-    cpu["sender"] = time.process_time() - before_sender
+    cpu = meter.read()
+    cpu["sender"] = cpu.pop("bench")
     result.cpu_ms_per_message = {name: seconds * 1000 / result.messages for name, seconds in cpu.items()}
     return result
 
@@ -154,13 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     settings = KafkaSettings(bootstrap=bootstrap)
     asyncio.run(ensure_topics(settings))
     port = free_port()
-    env = child_environment(MEDROUTE_KAFKA_BOOTSTRAP=bootstrap, MEDROUTE_MLLP_PORT=str(port),
-                            MEDROUTE_HOME=str(work), MEDROUTE_LOG_LEVEL="WARNING",
-                            MEDROUTE_MLLP_PROCESSES=str(args.listener_processes))
-    listener = subprocess.Popen([sys.executable, "-m", "listeners.mllp"], env=env,
-                                stdout=open(work / "listener.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+    env = {"MEDROUTE_KAFKA_BOOTSTRAP": bootstrap, "MEDROUTE_MLLP_PORT": str(port),
+           "MEDROUTE_HOME": str(work), "MEDROUTE_LOG_LEVEL": "WARNING",
+           "MEDROUTE_MLLP_PROCESSES": str(args.listener_processes)}
+    listener = Child.python("listeners.mllp", env, work / "listener.log")
     try:
-        wait_for_port(port, 30, listener)
+        wait_for_port(port, 30, listener.process)
         # Each run sends fresh control ids: a resent id would be answered by the duplicate window.
         def fresh(count: int, prefix: str) -> list[bytes]:
             return [m.raw for m in sample_messages(count, seed=11, prefix=prefix)]
@@ -169,9 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         # The raw reference sends records of the size the listener writes (the JSON envelope).
         envelope_overhead = 420
         payloads = [b"x" * (len(m) * 4 // 3 + envelope_overhead) for m in messages]
-        # Warm-up: the broker's JVM needs some 20,000 requests before its hot paths are compiled
-        # (its send rate triples over that span), so measure only after that.
-        eventloop.run(_raw_kafka(settings, payloads * (20_000 // len(payloads) + 1), 16))
+        # Warm-up: the broker's JVM first (see BROKER_WARM_UP_SENDS), then the listener.
+        eventloop.run(_raw_kafka(settings, payloads * (BROKER_WARM_UP_SENDS // len(payloads) + 1), 16))
         eventloop.run(_mllp(port, fresh(2000, "W-"), 16))
         rows = [
             "| run | connections | messages | msg/s | ratio to raw | ACK p50 ms | ACK p99 ms "
@@ -201,8 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print("\n".join(rows))
     finally:
-        listener.terminate()
-        listener.wait(timeout=20)
+        listener.stop()
         if broker is not None:
             broker.stop()
     return 0

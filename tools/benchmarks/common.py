@@ -1,0 +1,203 @@
+"""What the benchmarks share: CPU accounting, child processes, raw Kafka sends, unique sample messages.
+
+Nothing here measures anything by itself; each benchmark module keeps its own runs and tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from medroute.config import HL7_INBOUND, REPO_ROOT, KafkaSettings, child_environment
+from medroute.kafka.client import durable_producer
+from shell.samples import sample_messages
+
+# The broker's JVM needs some 20,000 requests before its hot paths are compiled (its send rate
+# triples over that span): measure only after that.
+BROKER_WARM_UP_SENDS = 20_000
+
+
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time used so far by a process and its live children (Linux /proc)."""
+    pids = [pid]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int(_stat(int(entry.name))[1]) == pid:
+                    pids.append(int(entry.name))
+            except (OSError, IndexError):  # a process that ended meanwhile
+                continue
+    total = 0
+    for each in pids:
+        with contextlib.suppress(OSError):
+            fields = _stat(each)
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds of named processes (and of this one, as ``bench``) between :meth:`start` and :meth:`read`."""
+
+    def __init__(self, processes: dict[str, int]) -> None:
+        self.processes = processes
+        self._before: dict[str, float] = {}
+
+    def _now(self) -> dict[str, float]:
+        now = {name: cpu_seconds(pid) for name, pid in self.processes.items()}
+        now["bench"] = time.process_time()
+        return now
+
+    def start(self) -> CpuMeter:
+        self._before = self._now()
+        return self
+
+    def read(self) -> dict[str, float]:
+        return {name: value - self._before[name] for name, value in self._now().items()}
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile (0..1) by rank, as every benchmark table reports it; NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Child:
+    """A child process in its own session: Ctrl-C reaches only the benchmark, which stops the child's
+    whole process group (listener siblings included) with SIGTERM, then SIGKILL after ``timeout``."""
+
+    def __init__(self, command: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        with open(log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )  # fmt: skip
+
+    @classmethod
+    def python(cls, module: str, env: dict[str, str], log_path: Path) -> Child:
+        """``python -m module`` with this interpreter and the repository on the path."""
+        return cls([sys.executable, "-m", module], child_environment(**env, PYTHONPATH=str(REPO_ROOT)), log_path)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """Stop the child and everything it started; returns its exit status."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, sig)
+            try:
+                self.process.wait(timeout=timeout)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        with contextlib.suppress(ProcessLookupError):  # a sibling that outlived its parent
+            os.killpg(self.process.pid, signal.SIGKILL)
+        return self.process.returncode
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+
+
+def terminate_on_sigterm() -> None:
+    """Make SIGTERM (e.g. from ``timeout``) act as Ctrl-C: the running event loop's main task is cancelled
+    (or KeyboardInterrupt raised outside one), so ``finally`` blocks stop the children and the broker."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started in the background by a shell script
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+async def raw_send_and_wait(
+    settings: KafkaSettings, payloads: Sequence[bytes], connections: int, topic: str = HL7_INBOUND
+) -> tuple[float, list[float]]:
+    """``payloads`` sent with ``send_and_wait`` by ``connections`` concurrent senders on one idempotent
+    ``acks=all`` producer; returns (seconds, per-send latencies in ms)."""
+    producer = durable_producer(settings)
+    await producer.start()
+    latencies: list[float] = []
+
+    async def sender(share: Sequence[bytes]) -> None:
+        for n, payload in enumerate(share):
+            began = time.perf_counter()
+            await producer.send_and_wait(topic, payload, key=str(n % 40).encode())
+            latencies.append((time.perf_counter() - began) * 1000)
+
+    try:
+        began = time.perf_counter()
+        await asyncio.gather(*(sender(payloads[i::connections]) for i in range(connections)))
+        return time.perf_counter() - began, latencies
+    finally:
+        await producer.stop()
+
+
+async def warm_broker(settings: KafkaSettings, record_size: int = 1500, topic: str = HL7_INBOUND) -> None:
+    """Warm the broker's JVM (see :data:`BROKER_WARM_UP_SENDS`) with records of about ``record_size``."""
+    await raw_send_and_wait(settings, [b"x" * record_size] * BROKER_WARM_UP_SENDS, 16, topic)
+
+
+class MessageSource:
+    """Sample HL7 messages (:func:`shell.samples.sample_messages`) made unique cheaply, for runs of any length.
+
+    A pool of templates is generated once; :meth:`message` substitutes a fresh control id for the template's
+    (MSH-10, and OBR-2 where the sample has one). With ``vary_texts`` every message with a report also gets
+    an NTE line naming its control id, so no two report texts are equal: the samples have only a handful of
+    distinct reports, which the classifier's cache (and its de-duplication within a batch) would otherwise
+    answer without running the model, unlike real traffic.
+    """
+
+    def __init__(self, pool: int = 500, seed: int = 11, vary_texts: bool = True) -> None:
+        self.templates: list[tuple[bytes, bytes]] = []
+        for sample in sample_messages(pool, seed=seed, prefix="T"):
+            raw, control_id = sample.raw, sample.control_id.encode()
+            if vary_texts and sample.has_text:
+                raw = with_note(raw, b"Reference " + control_id + b".")
+            self.templates.append((raw, control_id))
+
+    def message(self, n: int, control_id: str) -> bytes:
+        """The ``n``-th message of the cycle, with ``control_id`` (ASCII, no HL7 delimiters)."""
+        raw, template_id = self.templates[n % len(self.templates)]
+        return raw.replace(template_id, control_id.encode())
+
+
+def with_note(raw: bytes, text: bytes) -> bytes:
+    """``raw`` with an NTE segment carrying ``text`` (ASCII, no delimiters) after its last segment,
+    written with the message's own field separator and segment ending."""
+    field = raw[3:4]
+    ending = b"\r\n" if raw.endswith(b"\r\n") else raw[-1:]
+    return raw + b"NTE" + field + b"1" + field + b"L" + field + text + ending
+
+
+def _strict(value: Any) -> Any:
+    """``value`` with NaN (a percentile of nothing) as null: strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _strict(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(item) for item in value]
+    return value
+
+
+def write_json(path: str | None, figures: dict[str, Any]) -> None:
+    """Write a benchmark's figures to ``path`` (``--json``), when one is given."""
+    if path:
+        text = json.dumps(_strict(figures), indent=2, sort_keys=True, allow_nan=False)
+        Path(path).write_text(text + "\n", encoding="utf-8")
+        print(f"\nfigures written to {path}")

@@ -8,12 +8,14 @@ Raw bytes travel base64-encoded so that a record is plain JSON that any consumer
 from __future__ import annotations
 
 import base64
-import json
+import itertools
 import os
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any, TypeVar
+
+import orjson
 
 SCHEMA_VERSION = 1
 
@@ -24,12 +26,31 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
+class _Ids:
+    """32 hex digits: 64 random bits drawn once per process, then a counter (``uuid4().hex``'s form).
+
+    Unique across processes and restarts (the random half) without a system call per id, which
+    cost more than the rest of building an audit event. Reset in a forked child.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.prefix = os.urandom(8).hex()
+        self.counter = itertools.count()
+
+    def next(self) -> str:
+        return f"{self.prefix}{next(self.counter):016x}"
+
+
+_IDS = _Ids()
+os.register_at_fork(after_in_child=_IDS.reset)
+
+
 def new_id() -> str:
-    """128 random bits as 32 hex digits (the form of ``uuid4().hex``, without building a UUID)."""
-    return os.urandom(16).hex()
-
-
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+    """A new id for a record or an event, unique across processes and restarts."""
+    return _IDS.next()
 
 
 @cache
@@ -54,7 +75,9 @@ class _JsonRecord:
         return data
 
     def to_json(self) -> bytes:
-        return _ENCODER.encode(self.to_dict()).encode("utf-8")
+        # orjson: compact UTF-8 like json.dumps(ensure_ascii=False) at a fraction of the cost (the
+        # worker writes four records per message); integer keys (partition numbers) become strings.
+        return orjson.dumps(self.to_dict(), option=orjson.OPT_NON_STR_KEYS)
 
     @classmethod
     def from_dict(cls: type[T], data: dict[str, Any]) -> T:
@@ -68,7 +91,7 @@ class _JsonRecord:
 
     @classmethod
     def from_json(cls: type[T], payload: bytes | str) -> T:
-        data = json.loads(payload)
+        data = orjson.loads(payload)
         if not isinstance(data, dict):
             raise TypeError(f"a {cls.__name__} is a JSON object, not {type(data).__name__}")
         return cls.from_dict(data)

@@ -25,7 +25,10 @@ def events_for(outcome: Outcome) -> list[AuditEvent]:
     if isinstance(outcome, Rejected):
         return [_rejected(outcome)]
     message_id = outcome.message_id
-    events = [AuditEvent(action="receive", actor=ACTOR, message_id=message_id, details=_received(outcome.record))]
+    at = outcome.decision.decided_at  # one batch's steps happen at one instant, as far as a reader can tell
+    events = [
+        AuditEvent(action="receive", actor=ACTOR, message_id=message_id, details=_received(outcome.record), at=at)
+    ]
     classification = outcome.classification
     if classification is not None:
         details = {
@@ -35,8 +38,8 @@ def events_for(outcome: Outcome) -> list[AuditEvent]:
             "below_threshold": classification.below_threshold,
             **_content(outcome.content),
         }
-        events.append(AuditEvent(action="classify", actor=ACTOR, message_id=message_id, details=details))
-    events.append(AuditEvent(action="route", actor=ACTOR, message_id=message_id, details=_routed(outcome)))
+        events.append(AuditEvent(action="classify", actor=ACTOR, message_id=message_id, details=details, at=at))
+    events.append(AuditEvent(action="route", actor=ACTOR, message_id=message_id, details=_routed(outcome), at=at))
     return events
 
 

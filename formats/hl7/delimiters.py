@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from formats.hl7.errors import BAD_DELIMITERS, MessageError
 
@@ -59,12 +60,21 @@ def lenient_delimiters(text: str) -> Delimiters:
     field separator is taken as written when it is usable, else ``|``; a missing escape character
     means no escape sequences.
     """
-    if not text.startswith("MSH") or len(text) < 4 or not valid_delimiter(text[3]):
+    if not text.startswith("MSH"):
         return Delimiters()
-    chars = _encoding_characters(text)
+    # Only MSH-1 and the first five characters of MSH-2 count, so a feed's few spellings are cached.
+    return _lenient(text[3:9])
+
+
+@lru_cache(maxsize=256)
+def _lenient(head: str) -> Delimiters:
+    """``lenient_delimiters`` of a message whose MSH segment starts with ``"MSH" + head``."""
+    if not head or not valid_delimiter(head[0]):
+        return Delimiters()
+    chars = _encoding_characters("MSH" + head)
     defaults = Delimiters()
     return Delimiters(
-        field=text[3],
+        field=head[0],
         component=chars[0] if len(chars) > 0 else defaults.component,
         repetition=chars[1] if len(chars) > 1 else defaults.repetition,
         escape=chars[2] if len(chars) > 2 else "",

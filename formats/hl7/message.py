@@ -92,13 +92,21 @@ class MshHeader:
         return bool(self.accept_ack_type.strip() or self.application_ack_type.strip())
 
 
-@dataclass(frozen=True)
 class Segment:
-    """One segment split into fields: ``field(n)`` is HL7's field n (MSH-1 is the separator itself)."""
+    """One segment split into fields: ``field(n)`` is HL7's field n (MSH-1 is the separator itself).
 
-    name: str
-    values: list[str]  # the segment split on the field separator; values[0] is the name
-    delimiters: Delimiters
+    A plain slotted class, not a dataclass: the worker makes one for every OBX and NTE it reads.
+    """
+
+    __slots__ = ("delimiters", "name", "values")
+
+    def __init__(self, name: str, values: list[str], delimiters: Delimiters) -> None:
+        self.name = name
+        self.values = values  # the segment split on the field separator; values[0] is the name
+        self.delimiters = delimiters
+
+    def __repr__(self) -> str:
+        return f"Segment({self.name!r}, {len(self.values) - 1} fields)"
 
     def field(self, position: int) -> str:
         index = position - 1 if self.name == "MSH" else position

@@ -22,3 +22,11 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run`` on the fastest available loop."""
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(main)
+
+
+def use_fastest_loop() -> None:
+    """Make the fastest available loop the current one, for frameworks that take the current loop
+    rather than run a coroutine themselves (the Faust worker)."""
+    factory = loop_factory()
+    if factory is not None:
+        asyncio.set_event_loop(factory())

@@ -18,7 +18,7 @@ import faust
 import structlog
 from aiokafka import TopicPartition
 
-from medroute import blobstore, metrics
+from medroute import blobstore, eventloop, metrics
 from medroute.config import CONTROL, KafkaSettings
 from medroute.kafka.topics import ensure_topics
 from medroute.logs import configure_logging
@@ -206,6 +206,7 @@ def main() -> int:
             startup = load_startup(promoted)
         except StartupError as exc:  # this host lacks the promoted bundle: run as configured, loudly
             log.error("promotion_not_followed_at_start", error=str(exc))
+    eventloop.use_fastest_loop()  # before the app exists: Faust and its Kafka clients bind to the current loop
     app = build(kafka, settings, startup, control_offsets)
     if settings.metrics_port:
         metrics.start_metrics_server(settings.metrics_port, settings.metrics_host)

@@ -1,8 +1,9 @@
 """End to end on this machine: MLLP sender -> listener -> Kafka -> worker -> decision, against the listener alone.
 
-    python -m tools.benchmarks.pipeline [--duration 60] [--reference-duration 20] [--connections 16]
-                                        [--rate 200] [--latency-duration 30] [--listener-processes 1]
-                                        [--batch-size 64] [--batch-ms 20] [--model doctype-en] [--json PATH]
+    python -m tools.benchmarks.pipeline [--duration 60] [--throughput-rate R] [--reference-duration 20]
+                                        [--connections 16] [--rate 200] [--latency-duration 30]
+                                        [--listener-processes 1] [--batch-size 64] [--batch-ms 20]
+                                        [--model doctype-en] [--json PATH]
 
 Starts its own Kafka broker (or uses ``MEDROUTE_KAFKA_BOOTSTRAP``), creates the topics, warms the broker's
 JVM, and starts the MLLP listener (``MEDROUTE_MLLP_PROCESSES``) as a child process. Then:
@@ -121,7 +122,7 @@ async def throughput(
 ) -> dict[str, Any]:
     meter = CpuMeter(procs.pids()).start()
     began = time.perf_counter()
-    log = await send_for(port, source, f"A{args.tag}-", args.connections, args.duration)
+    log = await send_for(port, source, f"A{args.tag}-", args.connections, args.duration, rate=args.throughput_rate)
     window_end = began + args.duration
     acked_in_window, decided_in_window = log.acked_by(window_end), follower.count(log.acked, by=window_end)
     drained = await follower.wait_for(log.acked, args.drain_timeout, procs.worker_alive)
@@ -202,7 +203,8 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> None:
     ratio = a["decisions_per_s_window"] / ref["acked_per_s"] if ref["acked_per_s"] else float("nan")
     print(f"# pipeline benchmark: {os.cpu_count()} CPUs (load average {figures['load_average']:.1f} before), "
           f"{args.listener_processes} listener process(es), worker batch {args.batch_size} / {args.batch_ms} ms, "
-          f"model {args.model}, {args.connections} connections, texts "
+          f"model {args.model}, {args.connections} connections, phase A offered "
+          f"{f'{args.throughput_rate:,.0f} msg/s' if args.throughput_rate else 'as fast as ACKs come'}, texts "
           f"{'repeated' if args.repeated_texts else 'varied'}")  # fmt: skip
     print("| run | seconds | ACKed | ACKed/s | ACK p99 ms | decided | decisions/s in window | decisions/s to last "
           "| ratio (in window) to listener alone | backlog at window end | backlog at end | CPU s listener "
@@ -234,6 +236,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=60.0, help="phase A window, seconds")
     parser.add_argument("--reference-duration", type=float, default=20.0, help="listener-alone window, seconds")
     parser.add_argument("--connections", type=int, default=16, help="MLLP connections (every phase)")
+    parser.add_argument("--throughput-rate", type=float, default=None,
+                        help="phase A offered rate, messages/s (default: as fast as the ACKs come)")  # fmt: skip
     parser.add_argument("--rate", type=float, default=200.0, help="phase B rate, messages/s")
     parser.add_argument("--latency-duration", type=float, default=30.0, help="phase B, seconds")
     parser.add_argument("--warmup-seconds", type=float, default=5.0, help="listener and worker warm-up, each")

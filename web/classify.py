@@ -269,9 +269,7 @@ def _refuse_task(task: str, wanted: str, what: str) -> None:
 def _result(kind: str, outcome: Outcome | Answer, threshold: float | None, extra: dict[str, Any]) -> dict[str, Any]:
     if isinstance(outcome, Rejected):
         raise ClassifyError(422, f"{kind}: {outcome.dead_letter.detail}")
-    classification, decision = (
-        (outcome.classification, outcome.decision) if isinstance(outcome, Decided) else outcome
-    )
+    classification, decision = (outcome.classification, outcome.decision) if isinstance(outcome, Decided) else outcome
     return {"kind": kind, **_classification(classification, threshold), **_decision(decision), **extra}
 
 
@@ -298,4 +296,3 @@ def _decision(decision: RoutingDecision) -> dict[str, Any]:
             "reason": decision.reason,
         }
     }
-

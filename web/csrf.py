@@ -35,15 +35,13 @@ class Csrf:
     def _anchor(request: Request) -> str | None:
         return request.cookies.get(SESSION_COOKIE) or request.cookies.get(ANCHOR_COOKIE)
 
-    def token_for(self, request: Request, response: Response | None = None, anchor: str | None = None) -> str:
-        """The token for the page being rendered; sets the anchor cookie on ``response`` if there is none."""
-        anchor = anchor or self._anchor(request)
-        if anchor is None:
-            anchor = secrets.token_urlsafe(24)
-            if response is not None:
-                self.set_anchor(response, anchor)
-            request.state.csrf_anchor = anchor
-        return self._token(anchor)
+    def token_for(self, request: Request) -> tuple[str, str | None]:
+        """The token for the page being rendered, and a new anchor to set as a cookie when there was none."""
+        anchor = self._anchor(request)
+        if anchor is not None:
+            return self._token(anchor), None
+        anchor = secrets.token_urlsafe(24)
+        return self._token(anchor), anchor
 
     def set_anchor(self, response: Response, anchor: str) -> None:
         response.set_cookie(

@@ -103,14 +103,16 @@ CLASSIFY_BODY = {
 Svc = Annotated[Services, Depends(services)]
 
 
-def account(role: Role, state_changing: bool = False) -> Any:
-    """A dependency: the account of the request, with at least ``role``; a cookie-authenticated call that
-    changes something (or classifies) must carry the CSRF token in ``X-CSRF-Token``."""
+def account(role: Role, csrf: str = "") -> Any:
+    """A dependency: the account of the request, with at least ``role``. ``csrf="always"``: a browser's call
+    (not one with an API token) must carry the page's CSRF token in ``X-CSRF-Token`` (it changes something);
+    ``csrf="session"``: only when a session cookie authenticates it (classification changes nothing, and a
+    script without credentials on a server with authentication off needs no token)."""
 
     def dependency(request: Request, svc: Svc) -> Account:
         found = svc.auth.require(request, role)
-        cookie_authenticated = found.via != "token" and bool(request.cookies)
-        if state_changing and cookie_authenticated and not svc.csrf.valid(request, request.headers.get(CSRF_HEADER)):
+        needed = found.via == "session" if csrf == "session" else csrf == "always" and found.via != "token"
+        if needed and not svc.csrf.valid(request, request.headers.get(CSRF_HEADER)):
             raise AuthError(403, "CSRF token missing or wrong (send the page's token in X-CSRF-Token)")
         return found
 
@@ -120,9 +122,9 @@ def account(role: Role, state_changing: bool = False) -> Any:
 Viewer = Annotated[Account, account(Role.viewer)]
 Reviewer = Annotated[Account, account(Role.reviewer)]
 Admin = Annotated[Account, account(Role.admin)]
-Classifying = Annotated[Account, account(Role.viewer, state_changing=True)]
-Answering = Annotated[Account, account(Role.reviewer, state_changing=True)]
-Promoting = Annotated[Account, account(Role.admin, state_changing=True)]
+Classifying = Annotated[Account, account(Role.viewer, csrf="session")]
+Answering = Annotated[Account, account(Role.reviewer, csrf="always")]
+Promoting = Annotated[Account, account(Role.admin, csrf="always")]
 
 
 async def _classify_request(request: Request) -> ClassifyRequest:

@@ -34,14 +34,14 @@ Svc = Annotated[Services, Depends(services)]
 ACTOR = "web"
 
 
-def render(request: Request, svc: Services, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+def render(request: Request, svc: Services, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     account = svc.auth.account_of(request)
     token, new_anchor = svc.csrf.token_for(request)
     response = TEMPLATES.TemplateResponse(
         request,
         template,
         {"account": account, "auth_on": svc.settings.auth, "Role": Role, "csrf_token": token, **context},
-        status_code=status,
+        status_code=status_code,
     )
     if new_anchor is not None:
         svc.csrf.set_anchor(response, new_anchor)

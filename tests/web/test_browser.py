@@ -17,6 +17,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,7 @@ from tests.integration.processes import ChildProcess
 from tests.integration.topic_reading import read_topic
 from tests.web.conftest import PASSWORDS
 from tools.modelling.feedback import rows_of
+from tools.operations.replay import main as replay_main
 from web.users import Role, add_user
 
 pytestmark = pytest.mark.integration
@@ -168,6 +170,7 @@ def test_pages_in_a_browser(server: Server, browser: object, startup: Startup, t
     from selenium.webdriver.support.ui import Select
 
     d: object = browser
+    began = datetime.now(UTC).isoformat()
     first = publish_decided(server.kafka, startup)
 
     # Log in; classify a Chinese text, then a DICOM file.
@@ -226,6 +229,17 @@ def test_pages_in_a_browser(server: Server, browser: object, startup: Startup, t
     shot(d, "web-audit", tmp_path)
     d.get(f"{server.url}/models")  # type: ignore[attr-defined]
     shot(d, "web-models", tmp_path)
+
+    # A replay of the reports published here, and its diff with the transition matrix picture.
+    replay_id = "web" + new_id()[:9]
+    argv = ["--from", began, "--model", "doctype-en@1.0.0", "--replay-id", replay_id, "--no-progress"]
+    assert replay_main(argv) == 0
+    d.get(f"{server.url}/replays")  # type: ignore[attr-defined]
+    d.find_element(By.CSS_SELECTOR, f'a[href="/replays/{replay_id}"]').click()  # type: ignore[attr-defined]
+    assert "compared" in wait_for(d, lambda d: d.find_element(By.ID, "diff-summary").text, timeout=60)
+    picture = d.find_element(By.ID, "transitions")  # type: ignore[attr-defined]
+    wait_for(d, lambda d: d.execute_script("return arguments[0].naturalWidth", picture) > 0)
+    shot(d, "web-replay-diff", tmp_path)
 
     # A viewer is refused when promoting.
     d.find_element(By.ID, "logout").click()  # type: ignore[attr-defined]

@@ -17,8 +17,8 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
 from medroute.logs import hash_id
-from medroute.records import AuditEvent
-from models.bundle import BundleError
+from medroute.records import AuditEvent, Feedback
+from models.bundle import BundleError, load_manifest
 from models.registry import find_bundle, list_bundles
 from tools.operations.promote import promotion_for, publish
 from web import metrics
@@ -302,7 +302,7 @@ async def answer(message_id: str, body: Answer, svc: Svc, who: Answering) -> dic
     return {"message_id": message_id, "label": feedback.label, "accepted": feedback.accepted, "by": feedback.by}
 
 
-async def answer_item(svc: Services, message_id: str, label: str, who: Account) -> Any:
+async def answer_item(svc: Services, message_id: str, label: str, who: Account) -> Feedback:
     decision = svc.live.latest.get(message_id)
     if decision is None:
         raise ClassifyError(404, "no such decision among the recent ones")
@@ -313,18 +313,13 @@ async def answer_item(svc: Services, message_id: str, label: str, who: Account) 
 
 
 def labels_of(model_ref: str | None) -> list[str]:
+    """The labels a reviewer may choose: those of the model that decided (none when it is not installed here)."""
     if not model_ref:
         return []
     try:
-        return list(list_bundle_labels(model_ref))
+        return list(load_manifest(find_bundle(model_ref))["labels"])
     except BundleError:
         return []
-
-
-def list_bundle_labels(model_ref: str) -> list[str]:
-    from models.bundle import load_manifest
-
-    return list(load_manifest(find_bundle(model_ref))["labels"])
 
 
 @router.get("/audit", summary="Recent audit events, newest first (admin)")

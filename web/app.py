@@ -7,6 +7,7 @@ Every error is an HTTP 4xx/5xx: on ``/api`` (and ``/healthz``, ``/readyz``) with
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -168,8 +169,6 @@ def build_services(
 
 async def _follow_promotion(classifier: Classifier, executor: ThreadPoolExecutor, promotion: ModelPromotion) -> None:
     """Classify with the promoted version, as the workers do (a bundle missing here is logged, not fatal)."""
-    import asyncio
-
     current = classifier.text_model if promotion.task == "text_classification" else classifier.image_model
     if current is not None and current.ref == promotion.model:
         return

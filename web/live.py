@@ -36,7 +36,7 @@ from medroute.config import (
 )
 from medroute.kafka.client import consumer, topic_partitions
 from medroute.kafka.topics import ensure_topics
-from medroute.records import DicomRecord, Hl7Record, ModelPromotion
+from medroute.records import DicomRecord, Feedback, Hl7Record, ModelPromotion
 
 log = structlog.get_logger(__name__)
 
@@ -183,6 +183,10 @@ class Live:
                 if queue.full():  # a slow client loses the oldest, never blocks the follower
                     queue.get_nowait()
                 queue.put_nowait(decision)
+
+    def answered(self, feedback: Feedback) -> None:
+        """An answer stored just now leaves the review queue at once, before the topic echoes it."""
+        self.feedback[feedback.message_id] = feedback.to_dict()
 
     # -- the live view ---------------------------------------------------------------------------------
 

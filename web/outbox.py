@@ -76,6 +76,8 @@ class Outbox:
 
     def audit_later(self, event: AuditEvent) -> None:
         """Queue an audit event; when the queue is full (Kafka away for long) it is counted and dropped."""
+        if self.settings is None:
+            return  # a classify-only server keeps no audit trail on Kafka
         try:
             self._queue.put_nowait((AUDIT_EVENTS, (event.message_id or event.event_id).encode(), event.to_json()))
         except asyncio.QueueFull:

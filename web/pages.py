@@ -62,7 +62,8 @@ def check_form(request: Request, svc: Services, token: str) -> None:
 
 
 def _safe_next(target: str | None) -> str:
-    return target if target and target.startswith("/") and not target.startswith("//") else "/"
+    """Only a path of this site: not ``//host`` nor ``/\\host`` (which browsers read as another host)."""
+    return target if target and target.startswith("/") and not target.startswith(("//", "/\\")) else "/"
 
 
 @router.get("/login")

@@ -55,7 +55,7 @@ def content_of(record: Hl7Record | DicomRecord, blobs: BlobSource) -> tuple[str 
     """(text, preview PNG, problem) of one record; runs in a worker thread (decoding is slow)."""
     if isinstance(record, Hl7Record):
         try:
-            return extract_text(record).text or "(no clinical text: decided on the message type)", None, None
+            return extract_text(record).text, None, None
         except (UnicodeDecodeError, LookupError):
             return None, None, "the stored bytes do not decode"
     try:
@@ -98,6 +98,7 @@ class Review:
         if isinstance(record, Hl7Record):
             loop = asyncio.get_running_loop()
             text, _, _ = await loop.run_in_executor(self.executor, content_of, record, self.blobs)
+            text = text or None
         predicted = decision.get("label")
         feedback = Feedback(
             message_id=message_id,
@@ -113,6 +114,6 @@ class Review:
         details = {"user": account.name, "model": feedback.model, "predicted": predicted, "label": label}
         action = "accept" if feedback.accepted else "override"
         await self.outbox.audit(AuditEvent(action=action, actor=ACTOR, message_id=message_id, details=details))
-        self.live.feedback[message_id] = feedback.to_dict()  # off the queue at once, before Kafka echoes it
+        self.live.answered(feedback)
         metrics.FEEDBACK.labels(accepted=str(feedback.accepted).lower()).inc()
         return feedback

@@ -103,3 +103,19 @@ def test_live_queries() -> None:
         },
         {"minute": "2026-01-01T10:01", "total": 1, "labels": {"office_note": 1}, "destinations": {"review-queue": 1}},
     ]
+
+
+@pytest.mark.parametrize(
+    ("target", "safe"),
+    [
+        ("/review/abc", "/review/abc"),
+        ("//evil.example", "/"),
+        ("/\\evil.example", "/"),
+        ("https://x", "/"),
+        (None, "/"),
+    ],
+)
+def test_login_returns_only_to_this_site(target: str | None, safe: str) -> None:
+    from web.pages import _safe_next
+
+    assert _safe_next(target) == safe

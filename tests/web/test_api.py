@@ -68,6 +68,22 @@ def test_threshold_changes_the_decision(client: TestClient, tokens: dict[str, st
     assert low["decision"]["rule"] != high["decision"]["rule"]
 
 
+def test_a_chest_radiograph_goes_to_the_image_model(
+    startup: Startup, accounts_dir: tuple[Path, Path, dict[str, str]], tokens: dict[str, str]
+) -> None:
+    """RG1_UNCR.dcm is a CR chest film of 7.2 MB (``medroute up`` sends it): the worker's DICOM feed classifies it."""
+    chest = Path(get_testdata_file("RG1_UNCR.dcm")).read_bytes()
+    users, token_file, _ = accounts_dir
+    client = make_client(startup, users, token_file, max_upload=16 * 1024 * 1024)
+    answer = client.post("/api/classify", files={"file": ("cxr.dcm", chest)}, headers=bearer(tokens["viewer"])).json()
+    assert answer["kind"] == "dicom" and answer["model"].startswith("cxr-pneumonia@"), answer
+    assert answer["decision"]["message_type"] == "DICOM^CR" and "pacs" in answer["decision"]["destinations"]
+    truncated = client.post(
+        "/api/classify", files={"file": ("cut.dcm", chest[: len(chest) // 2])}, headers=bearer(tokens["viewer"])
+    )
+    assert truncated.status_code == 422 and "ends inside an element" in truncated.json()["detail"]
+
+
 def test_dicom_and_png(client: TestClient, tokens: dict[str, str]) -> None:
     ct = Path(get_testdata_file("CT_small.dcm")).read_bytes()
     answer = client.post("/api/classify", files={"file": ("ct.dcm", ct)}, headers=bearer(tokens["viewer"])).json()

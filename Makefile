@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup up test test-unit lint bench-mllp bench-dicom bench-replay bench-decide bench-pipeline clean
+.PHONY: setup up web test test-unit lint bench-mllp bench-dicom bench-replay bench-decide bench-pipeline bench-web clean
 
 setup: $(VENV)/.installed deploy/kafka/lib/.fetched
 
@@ -19,6 +19,9 @@ deploy/kafka/lib/.fetched: deploy/kafka/pom.xml
 
 up: setup
 	$(BIN)/medroute up
+
+web: setup
+	$(BIN)/medroute web
 
 test: setup
 	$(BIN)/ruff check .
@@ -47,6 +50,9 @@ bench-decide: setup
 
 bench-pipeline: setup
 	$(BIN)/python -m tools.benchmarks.pipeline $(ARGS)
+
+bench-web: setup
+	$(BIN)/python -m tools.benchmarks.web
 
 clean:
 	-$(BIN)/medroute kafka stop

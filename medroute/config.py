@@ -22,6 +22,8 @@ ROUTING_DECISIONS_REPLAY = "routing.decisions.replay"
 REPLAY_CHECKPOINTS = "replay.checkpoints"
 # Model promotions (medroute promote): compacted, keyed by task; every worker reads all of it.
 CONTROL = "medroute.control"
+# Reviewers' answers to decisions routed to review (web): accepted or corrected labels, keyed by message id.
+FEEDBACK = "feedback"
 ALL_TOPICS = (
     HL7_INBOUND,
     DICOM_INBOUND,
@@ -32,6 +34,7 @@ ALL_TOPICS = (
     ROUTING_DECISIONS_REPLAY,
     REPLAY_CHECKPOINTS,
     CONTROL,
+    FEEDBACK,
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -209,3 +209,24 @@ class ModelPromotion(_JsonRecord):
     at: str = field(default_factory=utc_now)
     command_id: str = field(default_factory=new_id)
     schema: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True)
+class Feedback(_JsonRecord):
+    """A reviewer's answer to a decision routed to review: the label accepted or corrected (keyed by message id).
+
+    ``text`` is the text the model read (HL7 reports), so that ``medroute finetune --feedback`` can learn
+    from the correction: PHI, as the inbound topics hold it; never logged, never in audit events.
+    """
+
+    message_id: str
+    kind: str  # "hl7" | "dicom"
+    model: str | None  # "name@version" that decided
+    predicted: str | None  # the label the model gave
+    label: str  # the label the reviewer confirmed or set
+    accepted: bool  # True: the reviewer agreed with the model
+    by: str  # the reviewer's account
+    text: str | None = None
+    at: str = field(default_factory=utc_now)
+    feedback_id: str = field(default_factory=new_id)
+    schema: int = SCHEMA_VERSION

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import onnxruntime as ort
@@ -96,7 +96,7 @@ def preprocess_batch(images: Sequence[np.ndarray], spec: Mapping[str, Any]) -> n
     return batch
 
 
-def load_image_file(path: str | Path) -> np.ndarray:
+def load_image_file(path: str | Path | BinaryIO) -> np.ndarray:
     """A PNG/JPEG (or other Pillow-readable) file as a grayscale float32 array in [0, 1].
 
     Colour is converted to luminance, EXIF rotation applied, 16-bit images scaled by 65535.

@@ -8,7 +8,7 @@ and tests can pass a small fake.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
@@ -35,6 +35,8 @@ class Classification:
     label: str
     confidence: float
     below_threshold: bool  # under the model's own threshold for this label
+    # Every label's probability (the web API shows them); not part of decisions or audit events.
+    scores: Mapping[str, float] = field(default_factory=dict, compare=False, repr=False)
 
 
 def classification_of(model: str, prediction: Prediction) -> Classification:
@@ -44,4 +46,5 @@ def classification_of(model: str, prediction: Prediction) -> Classification:
         label=prediction.label,
         confidence=float(prediction.confidence),
         below_threshold=bool(prediction.below_threshold),
+        scores=prediction.scores,
     )

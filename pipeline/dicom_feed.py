@@ -18,6 +18,7 @@ import re
 from typing import ClassVar, Protocol
 
 import structlog
+from pydicom.dataset import Dataset
 
 from medroute.config import DICOM_INBOUND
 from medroute.logs import hash_id
@@ -55,6 +56,35 @@ def wants_image_model(record: DicomRecord) -> bool:
         return False
     return record.body_part.strip().upper() in CHEST_BODY_PARTS or any(
         _CHEST_WORDS.search(text) for text in descriptions
+    )
+
+
+def dicom_record_of(
+    dataset: Dataset, *, message_id: str = "", blob: str = "", size: int = 0, peer: str = ""
+) -> DicomRecord:
+    """The record a dataset read from a file (not received over C-STORE) would have: its UIDs and the
+    metadata the routing rules and :func:`wants_image_model` look at; no AE titles."""
+
+    def text(keyword: str) -> str:
+        return str(getattr(dataset, keyword, "") or "").strip()
+
+    return DicomRecord(
+        message_id=message_id,
+        study_uid=text("StudyInstanceUID"),
+        series_uid=text("SeriesInstanceUID"),
+        sop_instance_uid=text("SOPInstanceUID"),
+        sop_class_uid=text("SOPClassUID"),
+        modality=text("Modality"),
+        body_part=text("BodyPartExamined"),
+        view_position=text("ViewPosition"),
+        study_description=text("StudyDescription"),
+        series_description=text("SeriesDescription"),
+        transfer_syntax=str(dataset.file_meta.get("TransferSyntaxUID", "")) if hasattr(dataset, "file_meta") else "",
+        size=size,
+        blob=blob,
+        calling_ae="",
+        called_ae="",
+        peer=peer,
     )
 
 

@@ -148,6 +148,25 @@ def dicom_facts(record: DicomRecord, classification: Classification | None) -> R
     )
 
 
+UPLOAD_MESSAGE_TYPES = {"hl7": "DOCUMENT", "dicom": "IMAGE"}
+
+
+def upload_facts(kind: str, classification: Classification | None, has_text: bool = False) -> RouteFacts:
+    """A document or picture given on its own (an upload to the web API: text, PDF, PNG/JPEG), without
+    message metadata: decided as the text of an HL7 report (``kind`` hl7, message type ``DOCUMENT``) or
+    an image (``kind`` dicom, message type ``IMAGE``, no modality) would be, by the same rules."""
+    return RouteFacts(
+        kind=kind,
+        message_type=UPLOAD_MESSAGE_TYPES[kind],
+        sending_application="",
+        sending_facility="",
+        has_text=has_text,
+        label=classification.label if classification else None,
+        confidence=classification.confidence if classification else None,
+        below_threshold=classification.below_threshold if classification else None,
+    )
+
+
 def decide(
     message_id: str, facts: RouteFacts, classification: Classification | None, rules: Rules, reason: str | None = None
 ) -> RoutingDecision:

@@ -1,7 +1,7 @@
 """``medroute up``: the whole slice on one machine, for a first look and for demos.
 
 Starts the local Kafka broker (unless ``MEDROUTE_KAFKA_BOOTSTRAP`` names a cluster), creates the
-topics, runs the MLLP and DICOM listeners and the worker as child processes, sends sample traffic
+topics, runs the MLLP and DICOM listeners, the worker and the web UI as child processes, sends sample traffic
 (HL7 messages and the sample images that ship with pydicom), and prints
 each routing decision as it is published. Ctrl-C stops everything it started.
 """
@@ -69,6 +69,26 @@ def _send_sample_images(port: int) -> None:
     send_dicom(files, "127.0.0.1", port, env_str("MEDROUTE_DICOM_AE_TITLE", "MEDROUTE") or "MEDROUTE")
 
 
+def _web_environment(env: dict[str, str]) -> tuple[dict[str, str], str]:
+    """The web server's environment, and how to log in: with authentication on and no account configured,
+    an admin ``admin`` whose random password is kept in ``$MEDROUTE_HOME/secrets/web-admin-password``."""
+    import secrets
+
+    from web.settings import WebSettings
+
+    settings = WebSettings()
+    if not settings.auth:
+        return env, "authentication off"
+    if (settings.admin_username and settings.admin_password) or settings.users_file.is_file():
+        return env, "log in with your account"
+    secret = home_dir() / "secrets" / "web-admin-password"
+    if not secret.is_file():
+        secret.parent.mkdir(parents=True, exist_ok=True)
+        secret.touch(mode=0o600)
+        secret.write_text(secrets.token_urlsafe(12) + "\n", encoding="utf-8")
+    return {**env, "USERNAME": "admin", "PASSWORD_FILE": str(secret)}, f"log in as admin, password in {secret}"
+
+
 def run_up(samples: int = 20, duration: float | None = None, keep_kafka: bool = False) -> int:
     from medroute.kafka.topics import ensure_topics
     from medroute.logs import configure_logging
@@ -94,6 +114,9 @@ def run_up(samples: int = 20, duration: float | None = None, keep_kafka: bool = 
         "DICOM listener": (_spawn("listener-dicom", "listeners.dicom", env), dicom_port),
     }
     worker = _spawn("worker", "pipeline", env)
+    web_env, login = _web_environment(env)
+    web_port = env_int("MEDROUTE_HTTP_PORT", 7860)
+    children["web UI"] = (_spawn("web", "web", web_env), web_port)
     try:
         for name, (child, port) in children.items():
             try:
@@ -105,6 +128,7 @@ def run_up(samples: int = 20, duration: float | None = None, keep_kafka: bool = 
             f"logs in {home_dir() / 'logs'}",
             flush=True,
         )
+        print(f"web UI and API on http://127.0.0.1:{web_port} ({login})", flush=True)
         if samples:
             print(f"sending {samples} sample HL7 messages ...", flush=True)
             asyncio.run(send_samples(samples, "127.0.0.1", mllp_port))

@@ -40,6 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--class-weighting", choices=("balanced", "none"), default="balanced")
     parser.add_argument("--name", default=None, help="bundle name (default: the output folder's name)")
     parser.add_argument("--version", default="1.0.0")
+    parser.add_argument(
+        "--feedback",
+        nargs="?",
+        const="kafka",
+        metavar="SOURCE",
+        help="text: add reviewers' corrections of this model's decisions to the training data, from the "
+        "feedback topic (default) or a JSON-lines file (medroute tail feedback --from-beginning)",
+    )
+    parser.add_argument("--feedback-model", default=None, help="whose decisions' corrections (default: --name)")
     image = parser.add_argument_group("image only")
     image.add_argument("--image-size", type=int, default=64, help="network input side in pixels")
     image.add_argument("--backbone-stages", type=int, default=5, help="EfficientNet-Lite0 stages kept (1-7)")
@@ -63,12 +72,28 @@ def validate(args: argparse.Namespace) -> None:
         raise DataError(f"--output-dir {output} exists and is not a folder")
 
 
+def add_feedback(args: argparse.Namespace) -> None:
+    """Point ``--train-data`` at a copy with the reviewers' corrections appended (beside the output bundle)."""
+    from tools.modelling.feedback import with_feedback
+
+    output = Path(args.output_dir)
+    name = args.feedback_model or args.name or output.name
+    merged = output.parent / f"{output.name}.train-with-feedback.csv"
+    merged, added = with_feedback(Path(args.train_data), args.feedback, name, merged)
+    print(f"{added} reviewer correction(s) of {name} added: training on {merged}", file=sys.stderr)
+    args.train_data = str(merged)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.command = shlex.join(["medroute", "finetune", *argv])  # recorded in the manifest: how to rebuild
     try:
         validate(args)
+        if args.feedback and args.model_type == "image":
+            raise DataError("--feedback adds text corrections; image corrections are not used for training yet")
+        if args.feedback:
+            add_feedback(args)
         if args.model_type == "image":
             from tools.modelling import finetune_image
 

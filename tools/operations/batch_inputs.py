@@ -17,6 +17,7 @@ Reasons never quote the file's content.
 
 from __future__ import annotations
 
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,11 +95,15 @@ def language_of(text: str) -> str:
 
 def read_input(path: Path, kind: str) -> Input:
     """The classifiable content of ``path``; raises :class:`InputError` when it is unreadable."""
-    data = path.read_bytes()
+    return input_of(path.name, path.read_bytes(), kind)
+
+
+def input_of(name: str, data: bytes, kind: str) -> Input:
+    """The classifiable content of a file's bytes (``name`` only labels it); raises :class:`InputError`."""
     if not data:
         raise InputError("empty file")
     reader = {"dicom": _dicom, "image": _image, "pdf": _pdf, "hl7": _hl7, "text": _text}[kind]
-    return reader(path, data)
+    return reader(name, data)
 
 
 def _with_text(text: str, note: str = "", empty: str = "no text") -> TextInput | NothingToClassify:
@@ -116,11 +121,11 @@ def decode_text(data: bytes) -> str:
         raise InputError(str(exc)) from None
 
 
-def _text(path: Path, data: bytes) -> Input:
+def _text(name: str, data: bytes) -> Input:
     return _with_text(decode_text(data), empty="only blank space")
 
 
-def _pdf(path: Path, data: bytes) -> Input:
+def _pdf(name: str, data: bytes) -> Input:
     try:
         pages = documents.pdf_pages(data)
     except documents.DocumentError as exc:
@@ -129,13 +134,13 @@ def _pdf(path: Path, data: bytes) -> Input:
     return _with_text("\n".join(pages), note, empty=f"PDF without a text layer ({note}; a scan needs OCR first)")
 
 
-def _hl7(path: Path, data: bytes) -> Input:
+def _hl7(name: str, data: bytes) -> Input:
     from formats.hl7.errors import MessageError
     from formats.hl7.record import record_of_bytes
     from pipeline.extract import extract_text
 
     try:
-        record = record_of_bytes(data.strip(_MLLP_FRAMING + b" \t"), message_id=path.name)
+        record = record_of_bytes(data.strip(_MLLP_FRAMING + b" \t"), message_id=name)
     except MessageError as exc:
         raise InputError(f"not a valid HL7 v2 message: {exc.detail}") from None
     extracted = extract_text(record)
@@ -144,18 +149,18 @@ def _hl7(path: Path, data: bytes) -> Input:
     return _with_text(extracted.text, note, empty=f"{message_type} without clinical text (OBX TX/FT/ST, NTE, ED)")
 
 
-def _image(path: Path, data: bytes) -> Input:
+def _image(name: str, data: bytes) -> Input:
     from models.image import load_image_file
 
     try:
-        pixels = load_image_file(path)
+        pixels = load_image_file(io.BytesIO(data))
     except ValueError:
         raise InputError("not a readable image (Pillow cannot decode it)") from None
     rows, columns = pixels.shape
     return ImageInput(pixels, None, f"{columns}x{rows}")
 
 
-def _dicom(path: Path, data: bytes) -> Input:
+def _dicom(name: str, data: bytes) -> Input:
     from pipeline.pixels import ImageDecodeError, NoPixelDataError, read_dataset, representative_image
 
     try:
@@ -194,28 +199,6 @@ def _dicom_description(dataset: Dataset) -> str:
 
 def wants_image_model_of(dataset: Dataset) -> bool:
     """The worker's choice (:func:`pipeline.dicom_feed.wants_image_model`) for a dataset read from a file."""
-    from medroute.records import DicomRecord
-    from pipeline.dicom_feed import wants_image_model
+    from pipeline.dicom_feed import dicom_record_of, wants_image_model
 
-    def text(keyword: str) -> str:
-        return str(getattr(dataset, keyword, "") or "")
-
-    record = DicomRecord(
-        message_id="",
-        study_uid="",
-        series_uid="",
-        sop_instance_uid="",
-        sop_class_uid=text("SOPClassUID"),
-        modality=text("Modality"),
-        body_part=text("BodyPartExamined"),
-        view_position=text("ViewPosition"),
-        study_description=text("StudyDescription"),
-        series_description=text("SeriesDescription"),
-        transfer_syntax="",
-        size=0,
-        blob="",
-        calling_ae="",
-        called_ae="",
-        peer="",
-    )
-    return wants_image_model(record)
+    return wants_image_model(dicom_record_of(dataset))

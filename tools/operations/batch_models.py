@@ -76,6 +76,10 @@ class Models:
     def __init__(self) -> None:
         self._loaded: dict[str, Model | ModelUnavailableError] = {}
 
+    def use(self, name: str, model: Model) -> None:
+        """Answer to ``name`` with a model already loaded (e.g. the version a worker runs)."""
+        self._loaded[name] = model
+
     def get(self, name: str) -> Model:
         if name not in self._loaded:
             self._loaded[name] = self._load(name)

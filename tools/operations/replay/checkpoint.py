@@ -71,3 +71,12 @@ async def latest_checkpoint(settings: KafkaSettings, replay_id: str, timeout: fl
         if record.key == key and record.value is not None:
             latest = Checkpoint.from_json(record.value)
     return latest
+
+
+async def latest_checkpoints(settings: KafkaSettings, timeout: float = 90.0) -> list[Checkpoint]:
+    """The last committed checkpoint of every replay on the checkpoint topic."""
+    latest: dict[bytes, Checkpoint] = {}
+    async for record in read_committed(settings, REPLAY_CHECKPOINTS, timeout=timeout):
+        if record.key is not None and record.value is not None:
+            latest[record.key] = Checkpoint.from_json(record.value)
+    return list(latest.values())

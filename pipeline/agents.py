@@ -10,7 +10,7 @@ Per micro-batch (``MEDROUTE_BATCH_SIZE`` records or ``MEDROUTE_BATCH_MS``, which
 2. extract (or fetch and decode the image), classify (one ``predict`` call) and decide in a worker
    thread, so the event loop keeps heartbeating to Kafka while the model runs;
 3. publish decisions, dead letters and audit events and wait until Kafka has stored all of them;
-4. only then record the ids in the ``decided`` table;
+4. only then record the ids in the ``decided`` table, and wait until its changelog records are stored;
 5. only then acknowledge the source events, so their offsets may be committed.
 
 Why this order: a crash before 3 completes leaves nothing marked and nothing committed, so the
@@ -85,9 +85,9 @@ class BatchHandler:
         if not outcomes:
             return
         await self.publisher.publish([m for _, _, outcome in outcomes for m in messages_for(outcome)])
+        await self.publisher.publish(self.ledger.record([(i, o, p) for p, i, o in outcomes]))
         now = datetime.now(UTC)
-        for partition, identity, outcome in outcomes:
-            self.ledger.mark(identity, outcome, partition)
+        for _, _, outcome in outcomes:
             _observe(outcome, now)
 
     def _process(self, records: list[Any]) -> list[Outcome]:

@@ -14,11 +14,13 @@ Each inbound topic has its own table (``decided`` for ``hl7.inbound``, ``decided
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
 
 import faust
+import orjson
 
 from pipeline.outcomes import Outcome, Rejected
+from pipeline.publish import Outbound
 
 TABLE_NAME = "decided"
 DICOM_TABLE_NAME = "decided-dicom"
@@ -30,26 +32,26 @@ def table_name(kind: str) -> str:
 
 
 class DecidedTable(faust.Table):
-    """A table whose writes name their source partition explicitly.
+    """A table the worker writes a micro-batch at a time, its changelog records published with the batch.
 
-    Faust takes a write's changelog partition from the *current* event; a micro-batch holds
-    events of several partitions (and ``noack_take`` sets no current event), so each write here
-    names the partition of the event it records.
+    Faust writes a changelog record for each ``table[key] = value`` through its own send queue, which
+    cost the worker more per message than deciding it. Here the entries go into the local store
+    directly and :meth:`record` returns their changelog records, which the caller publishes through
+    the same producer as everything else, awaited, after the decisions: the records are exactly those
+    Faust would write (same topic, key and value encoding), so recovery after a restart reads them as
+    its own. Each names the partition of the event it records: a duplicate of a message arrives on
+    that partition, and the worker given that partition after a rebalance is given its changelog.
     """
 
-    _write_partition: int | None = None
-
-    def mark(self, message_id: str, outcome: Outcome, partition: int) -> None:
-        self._write_partition = partition
-        try:
-            self[message_id] = entry_for(outcome)
-        finally:
-            self._write_partition = None
-
-    def partition_for_key(self, key: Any) -> int | None:
-        if self._write_partition is not None:
-            return self._write_partition
-        return super().partition_for_key(key)
+    def record(self, decided: Sequence[tuple[str, Outcome, int]]) -> list[Outbound]:
+        """Mark (message id, outcome, source partition) triples and return their changelog records."""
+        topic = self.changelog_topic.get_topic_name()
+        records = []
+        for identity, outcome, partition in decided:
+            entry = entry_for(outcome)
+            self.data[identity] = entry
+            records.append(Outbound(topic, orjson.dumps(identity), orjson.dumps(entry), partition))
+        return records
 
 
 def create_ledger(app: faust.App, name: str = TABLE_NAME) -> DecidedTable:

@@ -22,6 +22,7 @@ class Outbound:
     topic: str
     key: bytes
     value: bytes
+    partition: int | None = None  # None: the producer's partitioner picks by key
 
 
 class Publisher(Protocol):
@@ -54,5 +55,5 @@ class FaustPublisher:
 
     async def publish(self, messages: Sequence[Outbound]) -> None:
         producer = self._app.producer
-        deliveries = [await producer.send(m.topic, m.key, m.value, None, None, None) for m in messages]
+        deliveries = [await producer.send(m.topic, m.key, m.value, m.partition, None, None) for m in messages]
         await asyncio.gather(*deliveries)

@@ -140,14 +140,21 @@ async def test_table_writes_go_to_the_partition_of_their_own_event(harness) -> N
         await context.put(mdm.to_json(), key=b"MRN-B", partition=0)
         await context.put(adt.to_json(), key=b"MRN-C", partition=2)
         await settle(publisher, 3)
-    changelog = app.tables[TABLE_NAME].changelog_topic.get_topic_name()
-    pending = app.producer.buffer.pending
-    written = {}
-    while not pending.empty():
-        fut = pending.get_nowait()
-        if fut.message.channel.get_topic_name() == changelog:
-            written[json.loads(fut.message.key)] = fut.message.partition
+    table = app.tables[TABLE_NAME]
+    changelog = table.changelog_topic.get_topic_name()
+    written = {json.loads(m.key): m.partition for m in publisher.sent if m.topic == changelog}
     assert written == {"m-oru": 3, "m-mdm": 0, "m-adt": 2}
+    # Each entry is published after the decision it records.
+    position = {(m.topic, json.loads(m.key) if m.topic == changelog else m.key.decode()): n
+                for n, m in enumerate(publisher.sent)}  # fmt: skip
+    for message_id in written:
+        assert position[(ROUTING_DECISIONS, message_id)] < position[(changelog, message_id)]
+    # The records are what Faust's own recovery decodes into the same entries.
+    schema = table.changelog_topic.schema
+    for message in (m for m in publisher.sent if m.topic == changelog):
+        key = app.serializers.loads_key(schema.key_type, message.key, serializer=schema.key_serializer)
+        value = app.serializers.loads_value(schema.value_type, message.value, serializer=schema.value_serializer)
+        assert table[key] == value and value["outcome"] == "decision"
 
 
 async def test_unreadable_record_goes_to_the_dead_letter_topic(harness) -> None:

@@ -98,6 +98,8 @@ class LocalBroker:
             # Room for a 16 MiB HL7 frame (base64 in a JSON envelope) or a DICOM event.
             "message.max.bytes": str(32 * 1024 * 1024),
             "replica.fetch.max.bytes": str(32 * 1024 * 1024),
+            "num.network.threads": "2",
+            "num.io.threads": "2",
         }
         self.properties_file.write_text("".join(f"{k}={v}\n" for k, v in props.items()), encoding="utf-8")
 

@@ -3,7 +3,7 @@ would take, with the worker's own code (no second copy of reading, classifying o
 
 * HL7 v2 messages are read as the MLLP listener reads them (:func:`formats.hl7.record.record_of_bytes`)
   and decided by the worker's feed (:class:`pipeline.hl7_feed.Hl7Feed`) with the worker's text model;
-* DICOM files are checked and recorded as the DICOM listener does (:func:`listeners.dicom.dataset.read_header`
+* DICOM files are checked and recorded as the DICOM listener does (:func:`listeners.dicom.events.file_record`
   walks the dataset's structure: a truncated file or bytes that are not DICOM are refused;
   :func:`listeners.dicom.events.inbound_record`), then decided by :class:`pipeline.dicom_feed.DicomFeed`
   with the worker's image model (a frontal chest radiograph is classified, any other image is decided
@@ -32,9 +32,9 @@ from typing import Any
 
 from formats.hl7.errors import MessageError
 from formats.hl7.record import record_of_bytes
-from listeners.dicom.dataset import LONG_VRS, DatasetError, read_header
-from listeners.dicom.events import Receipt, inbound_record
-from medroute.records import DicomRecord, RoutingDecision, new_id, utc_now
+from listeners.dicom.dataset import DatasetError
+from listeners.dicom.events import file_record
+from medroute.records import RoutingDecision, new_id
 from medroute.sealing import BlobError
 from pipeline.classify import Classification, Model, classification_of
 from pipeline.dicom_feed import DicomFeed
@@ -213,7 +213,7 @@ class Classifier:
         loop = asyncio.get_running_loop()
         reference = "sha256:" + hashlib.sha256(data).hexdigest()
         try:
-            record = await loop.run_in_executor(self.executor, dicom_upload_record, data, reference)
+            record = await loop.run_in_executor(self.executor, file_record, data, reference, "web")
         except DatasetError as exc:
             raise ClassifyError(422, f"DICOM: {exc.detail}") from None
         self._uploads.add(reference, data)
@@ -252,42 +252,6 @@ class Classifier:
         elif isinstance(item, ImageInput):
             extra["chest_radiograph"] = item.chest_radiograph
         return _result(kind, outcome, request.threshold, extra)
-
-
-def _part10(data: bytes) -> tuple[str, bytes]:
-    """The transfer syntax and the dataset bytes of a Part-10 file (its file meta group walked, explicit VR LE)."""
-    if data[128:132] != b"DICM":
-        raise DatasetError("not_dicom", "not a DICOM Part-10 file (no 'DICM' after the 128-byte preamble)")
-    position, transfer_syntax = 132, ""
-    while position + 8 <= len(data) and data[position : position + 2] == b"\x02\x00":
-        element = int.from_bytes(data[position + 2 : position + 4], "little")
-        vr = data[position + 4 : position + 6]
-        if vr in LONG_VRS:
-            start, length = position + 12, int.from_bytes(data[position + 8 : position + 12], "little")
-        else:
-            start, length = position + 8, int.from_bytes(data[position + 6 : position + 8], "little")
-        if element == 0x0010:
-            transfer_syntax = data[start : start + length].decode("ascii", "replace").strip(" \x00")
-        position = start + length
-    if not transfer_syntax:
-        raise DatasetError("not_dicom", "the file meta information has no Transfer Syntax UID")
-    return transfer_syntax, data[position:]
-
-
-def dicom_upload_record(data: bytes, reference: str) -> DicomRecord:
-    """The record the DICOM listener would write for this file, after the same structural checks."""
-    transfer_syntax, dataset = _part10(data)
-    header = read_header(dataset, transfer_syntax)
-    receipt = Receipt(
-        calling_ae="",
-        called_ae="",
-        peer="web",
-        transfer_syntax=transfer_syntax,
-        sop_class_uid=header.sop_class_uid,
-        sop_instance_uid=header.sop_instance_uid,
-        received_at=utc_now(),
-    )
-    return inbound_record(header, receipt, reference, len(data))
 
 
 def _process_uploads(model: Model | None, rules: Rules, kind: str) -> Any:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from listeners.dicom.dataset import DatasetHeader
+from listeners.dicom.dataset import DatasetHeader, read_header
+from listeners.dicom.part10 import split_file
 from medroute.logs import hash_id
-from medroute.records import AuditEvent, DeadLetter, DicomRecord, new_id
+from medroute.records import AuditEvent, DeadLetter, DicomRecord, new_id, utc_now
 
 SOURCE = "dicom"
 ACTOR = "listener.dicom"
@@ -51,6 +52,15 @@ def inbound_record(header: DatasetHeader, receipt: Receipt, blob: str, size: int
         received_at=receipt.received_at,
     )
 
+
+
+def file_record(data: bytes, blob: str, peer: str) -> DicomRecord:
+    """The record the listener would write for a Part-10 file (an upload, a benchmark's image), after the
+    same structural checks; raises :class:`~listeners.dicom.dataset.DatasetError`."""
+    transfer_syntax, dataset = split_file(data)
+    header = read_header(dataset, transfer_syntax)
+    receipt = Receipt("", "", peer, transfer_syntax, header.sop_class_uid, header.sop_instance_uid, utc_now())
+    return inbound_record(header, receipt, blob, len(data))
 
 def dead_letter(receipt: Receipt, reason: str, detail: str, raw: bytes, max_raw: int) -> DeadLetter:
     """A refused instance with (at most ``max_raw`` of) the bytes received; the detail says when cut."""

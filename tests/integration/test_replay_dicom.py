@@ -3,7 +3,6 @@ image model version, with the same transactions, checkpoints and diff as HL7 rep
 
 from __future__ import annotations
 
-import asyncio
 import re
 import uuid
 from pathlib import Path
@@ -12,27 +11,14 @@ from pydicom.data import get_testdata_file
 
 from medroute.blobstore import BlobStore
 from medroute.config import DICOM_INBOUND, KafkaSettings
-from medroute.kafka.client import durable_producer
 from medroute.records import DicomRecord
 from shell.broker import LocalBroker
 from tests.integration.test_replay import replay_decisions, run_replay
+from tests.integration.test_worker_dicom import produce
 from tests.unit.test_pipeline_support import build_tiny_image_bundle, dicom_record
 
 BLOB_KEY = bytes(range(32))
 MODEL = "cxr-pneumonia@0.0.1-test"  # the tiny real ONNX bundle of the unit tests: P(pneumonia) = brightness
-
-
-def produce(kafka: KafkaSettings, records: list[DicomRecord]) -> None:
-    async def send() -> None:
-        producer = durable_producer(kafka)
-        await producer.start()
-        try:
-            for record in records:
-                await producer.send_and_wait(DICOM_INBOUND, record.to_json(), key=record.study_uid.encode())
-        finally:
-            await producer.stop()
-
-    asyncio.run(send())
 
 
 def test_dicom_inbound_is_replayed_through_the_image_model_from_the_blob_store(

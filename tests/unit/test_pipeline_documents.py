@@ -103,3 +103,18 @@ def test_decision_of_a_readable_message_has_no_reason() -> None:
     record = record_from(mdm("OBX|1|TX|DOC||Discharged home.||||||F"))
     (outcome,) = Hl7Feed(FakeClassifier(), load_rules()).process([record])
     assert isinstance(outcome, Decided) and outcome.decision.reason is None
+
+
+def test_an_ed_pdf_report_is_classified_and_routed_from_its_text() -> None:
+    raw = mdm(f"OBX|1|ED|DOC^Discharge summary||^application^pdf^Base64^{b64(pdf_bytes(REPORT))}||||||F")
+    classifier = FakeClassifier()
+    (outcome,) = Hl7Feed(classifier, load_rules()).process([record_from(raw)])
+    assert classifier.calls == [[REPORT]]  # the model read the PDF's text layer
+    assert isinstance(outcome, Decided)
+    decision = outcome.decision
+    assert (decision.label, decision.rule, decision.destinations) == (
+        "discharge_summary",
+        "discharge-summaries",
+        ["ehr-documents"],
+    )
+    assert decision.reason is None

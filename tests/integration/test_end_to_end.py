@@ -10,7 +10,7 @@ import asyncio
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from listeners.mllp.client import MllpClient
+from formats.hl7.mllp_client import MllpClient
 from medroute.config import AUDIT_EVENTS, HL7_INBOUND, ROUTING_DECISIONS, KafkaSettings
 from shell.samples import SampleMessage, sample_messages
 from tests.integration.conftest import RunningListener

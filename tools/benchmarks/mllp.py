@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from listeners.mllp.client import MllpClient
+from formats.hl7.mllp_client import MllpClient
 from medroute import eventloop
 from medroute.config import HL7_INBOUND, KafkaSettings, child_environment
 from medroute.kafka.client import durable_producer

@@ -22,6 +22,11 @@ ROUTING_DECISIONS_REPLAY = "routing.decisions.replay"
 REPLAY_CHECKPOINTS = "replay.checkpoints"
 # Model promotions (medroute promote): compacted, keyed by task; every worker reads all of it.
 CONTROL = "medroute.control"
+# Forwarding (pipeline/forward): items a destination gave up on, the delivered-ids ledger (compacted) and
+# each destination's last status snapshot (compacted, keyed by destination).
+FORWARD_DEADLETTER = "forward.deadletter"
+FORWARD_DELIVERED = "forward.delivered"
+FORWARD_STATUS = "forward.status"
 ALL_TOPICS = (
     HL7_INBOUND,
     DICOM_INBOUND,
@@ -32,6 +37,9 @@ ALL_TOPICS = (
     ROUTING_DECISIONS_REPLAY,
     REPLAY_CHECKPOINTS,
     CONTROL,
+    FORWARD_DEADLETTER,
+    FORWARD_DELIVERED,
+    FORWARD_STATUS,
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -34,6 +34,8 @@ from pipeline.forward.items import DicomMeta, Item
 from pipeline.forward.tls import client_context
 
 UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+# An association unused this long is released: many PACS (storescp among them) serve few at a time.
+IDLE_RELEASE_SECONDS = 2.0
 WARNINGS = (0xB000, 0xB006, 0xB007)
 MAX_CONTEXTS = 128  # the most an association may propose
 
@@ -47,6 +49,8 @@ class _Slot:
     def __init__(self) -> None:
         self.assoc: Association | None = None
         self.proposed: frozenset[tuple[str, str]] = frozenset()
+        self.lock = threading.Lock()  # the store thread or the idle release, not both
+        self.uses = 0
 
     def release(self) -> None:
         if self.assoc is not None and self.assoc.is_established:
@@ -69,15 +73,30 @@ class DicomSender:
     async def send(self, item: Item) -> str:
         meta = item.dicom
         slot = await self._slots.get()
+        loop = asyncio.get_running_loop()
         try:
-            loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._executor, self._store, slot, item.data, meta)
         finally:
+            slot.uses += 1
             self._slots.put_nowait(slot)
+            loop.call_later(IDLE_RELEASE_SECONDS, self._release_if_idle, slot, slot.uses)
+
+    def _release_if_idle(self, slot: _Slot, uses: int) -> None:
+        if slot.uses == uses and slot.assoc is not None and not self._executor._shutdown:
+            self._executor.submit(self._release, slot, uses)
+
+    def _release(self, slot: _Slot, uses: int) -> None:
+        with slot.lock:
+            if slot.uses == uses:
+                slot.release()
 
     # -- in a worker thread ------------------------------------------------------------------------
 
     def _store(self, slot: _Slot, data: bytes, meta: DicomMeta) -> str:
+        with slot.lock:
+            return self._store_on(slot, data, meta)
+
+    def _store_on(self, slot: _Slot, data: bytes, meta: DicomMeta) -> str:
         assoc = self._association(slot, meta)
         original = _accepted(assoc, meta.sop_class_uid, meta.transfer_syntax)
         try:
@@ -164,7 +183,7 @@ def _uncompressed(data: bytes) -> pydicom.Dataset:
     ds = pydicom.dcmread(io.BytesIO(data))
     if ds.file_meta.TransferSyntaxUID.is_compressed:
         try:
-            ds.decompress()
+            ds.decompress(generate_instance_uid=False)  # a change of transfer syntax is the same instance
         except Exception as exc:  # a decoder that is not installed, or corrupt pixel data
             raise PermanentError("decompress_failed", f"{type(exc).__name__}: {exc}") from None
     return ds

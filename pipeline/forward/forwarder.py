@@ -321,6 +321,8 @@ class Forwarder:
         details = {"outcome": outcome, "code": code, "attempt": attempt,
                    "ms": round((time.monotonic() - started) * 1000, 1)}  # fmt: skip
         self._audit(decision, details)
+        if outcome != "delivered":
+            log.info("forward_attempt_failed", destination=self.name, message=hash_id(decision.message_id), **details)
 
     def _audit(self, decision: RoutingDecision, details: dict[str, Any]) -> None:
         """An audit event without PHI: codes, counts and names only (receivers' free text stays out)."""

@@ -7,11 +7,18 @@ from pathlib import Path
 
 from medroute.config import env_float, env_str
 
-DEFAULT_DESTINATIONS = Path(__file__).resolve().parent.parent / "destinations.default.yaml"
+
+def destinations_from_env() -> Path | None:
+    value = env_str("MEDROUTE_DESTINATIONS")
+    return Path(value) if value else None
 
 
 def destinations_path() -> Path:
-    return Path(env_str("MEDROUTE_DESTINATIONS") or DEFAULT_DESTINATIONS)
+    """The destinations file; there is no default: where items go is each site's own decision."""
+    path = destinations_from_env()
+    if path is None:
+        raise SystemExit("medroute forward: set MEDROUTE_DESTINATIONS to a destinations file (see the README)")
+    return path
 
 
 @dataclass(frozen=True)

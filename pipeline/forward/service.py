@@ -84,8 +84,9 @@ class ForwardService:
                     await self.reload()
                 await self._restart_crashed()
         finally:
+            forwarders = self.forwarders
             await asyncio.gather(*(self._stop(name) for name in list(self._running)))
-            await status.publish(self._producer, [])
+            await status.publish(self._producer, forwarders, stopped=True)
             await self._producer.stop()
 
     def stop(self) -> None:

@@ -18,9 +18,10 @@ from pipeline.forward.forwarder import Forwarder, group_id
 STALE_SECONDS = 30.0
 
 
-def snapshot(forwarder: Forwarder) -> dict[str, Any]:
+def snapshot(forwarder: Forwarder, stopped: bool = False) -> dict[str, Any]:
     return {
         "destination": forwarder.name,
+        "stopped": stopped,
         "type": forwarder.destination.type,
         "breaker": forwarder.breaker.state,
         **asdict(forwarder.stats),
@@ -28,9 +29,10 @@ def snapshot(forwarder: Forwarder) -> dict[str, Any]:
     }
 
 
-async def publish(producer: AIOKafkaProducer, forwarders: list[Forwarder]) -> None:
+async def publish(producer: AIOKafkaProducer, forwarders: list[Forwarder], stopped: bool = False) -> None:
     for forwarder in forwarders:
-        await producer.send(FORWARD_STATUS, json.dumps(snapshot(forwarder)).encode(), key=forwarder.name.encode())
+        value = json.dumps(snapshot(forwarder, stopped)).encode()
+        await producer.send(FORWARD_STATUS, value, key=forwarder.name.encode())
 
 
 async def read_snapshots(kafka: KafkaSettings) -> dict[str, dict[str, Any]]:
@@ -39,7 +41,7 @@ async def read_snapshots(kafka: KafkaSettings) -> dict[str, dict[str, Any]]:
     try:
         latest: dict[str, dict[str, Any]] = {}
         ends = await reader.end_offsets(list(reader.assignment()))
-        while any(await reader.position(tp) < end for tp, end in ends.items()):
+        while [tp for tp, end in ends.items() if await reader.position(tp) < end]:
             for records in (await reader.getmany(timeout_ms=1000)).values():
                 for record in records:
                     if record.key and record.value:
@@ -73,14 +75,14 @@ async def pending(kafka: KafkaSettings, destination: str) -> int | None:
 async def status_rows(kafka: KafkaSettings, names: list[str]) -> list[dict[str, Any]]:
     snapshots = await read_snapshots(kafka)
     rows = []
-    for name in sorted(set(names) | set(snapshots)):
+    for name in sorted(names or snapshots):  # the file's destinations, or every one that reported
         snap = snapshots.get(name, {})
         age = time.time() - snap["at"] if snap else None
         rows.append(
             {
                 "destination": name,
                 "type": snap.get("type", "-"),
-                "running": age is not None and age < STALE_SECONDS,
+                "running": age is not None and age < STALE_SECONDS and not snap.get("stopped"),
                 "delivered": snap.get("delivered", 0),
                 "pending": await pending(kafka, name),
                 "retrying": snap.get("retrying", 0),

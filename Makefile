@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup up test test-unit lint bench-mllp bench-dicom bench-replay clean
+.PHONY: setup up test test-unit lint bench-mllp bench-dicom bench-replay bench-forward clean
 
 setup: $(VENV)/.installed deploy/kafka/lib/.fetched
 
@@ -40,6 +40,9 @@ bench-dicom: setup
 
 bench-replay: setup
 	$(BIN)/python -m tools.benchmarks.replay
+
+bench-forward: setup
+	$(BIN)/python -m tools.benchmarks.forward
 
 clean:
 	-$(BIN)/medroute kafka stop

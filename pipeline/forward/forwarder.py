@@ -8,16 +8,20 @@ Per batch of decisions (``getmany``):
 3. a delivery that fails is retried with exponential backoff and jitter; the breaker holds every delivery
    while the receiver keeps failing; a refusal, or a retryable failure on the last attempt, puts the
    decision on ``forward.deadletter`` with the last error;
-4. a finished item (delivered or dead-lettered) is written to the ledger at once, then
-5. offsets are committed up to the first unfinished decision of each partition.
+4. a finished item (delivered or dead-lettered) is handed to the ledger's producer at once (not awaited
+   one by one: the chain goes on while the entry travels), and
+5. when the batch is done and Kafka has stored every ledger entry, offsets are committed up to the first
+   unfinished decision of each partition.
 
 While a batch runs (a receiver that is down can hold it for hours) the consumer keeps polling with its
 partitions paused, so the group does not take it for dead. On stop or on a rebalance, deliveries stop
 between attempts and what finished is committed; the rest comes back (to this or another member).
 
 The one window for a double delivery: the receiver has acknowledged, and the process dies before the
-ledger entry reaches Kafka (one acks=all write, ~1 ms). DICOM receivers store by SOP Instance UID and
-overwrite; an MLLP or HTTP receiver may see that message twice.
+ledger entry reaches Kafka (the entry is sent the moment the ACK is read; one acks=all round trip, about
+1-3 ms on a LAN). DICOM receivers store by SOP Instance UID and overwrite; an MLLP or HTTP receiver may see
+that message twice. Messages the receiver took but had not acknowledged when the forwarder died are sent
+again, as MLLP prescribes after a lost ACK.
 """
 
 from __future__ import annotations
@@ -168,6 +172,7 @@ class Forwarder:
         if task is None:
             return
         entries = await asyncio.shield(task)
+        await self.ledger.flush()  # every finished item's entry stored before any offset moves
         await self._flush_audit()
         await self._commit(entries)
 

@@ -13,8 +13,8 @@ after its decision, so nothing it needs is older.
 
 from __future__ import annotations
 
+import asyncio
 import json
-import time
 from collections import OrderedDict
 
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -44,6 +44,7 @@ class DeliveredLedger:
         self._max_entries = max_entries
         self._entries: OrderedDict[str, str] = OrderedDict()
         self._partitions = 0
+        self._unconfirmed: list[asyncio.Future] = []
 
     def __contains__(self, message_id: str) -> bool:
         return message_id in self._entries
@@ -55,12 +56,20 @@ class DeliveredLedger:
         self._partitions = len(await topic_partitions(self._kafka, FORWARD_DELIVERED))
 
     async def record(self, message_id: str, outcome: str, decision_partition: int, offset: int) -> None:
-        """Write one entry and wait until Kafka has it (acks=all)."""
+        """Hand one entry to the producer at once (it is on its way to Kafka before the next delivery starts);
+        :meth:`flush` waits until Kafka has every entry handed over (acks=all)."""
         value = json.dumps({"outcome": outcome, "at": utc_now(), "offset": f"{decision_partition}:{offset}"})
         partition = decision_partition % self._partitions
         key = self.key(message_id)
-        await self._producer.send_and_wait(FORWARD_DELIVERED, value.encode(), key=key, partition=partition)
+        delivery = await self._producer.send(FORWARD_DELIVERED, value.encode(), key=key, partition=partition)
+        self._unconfirmed.append(delivery)
         self._remember(message_id, outcome)
+
+    async def flush(self) -> None:
+        """Wait until Kafka has stored every entry recorded so far; raises if it has not (then nothing may be
+        committed: the decisions come back and the receiver may see them again)."""
+        pending, self._unconfirmed = self._unconfirmed, []
+        await asyncio.gather(*pending)
 
     async def load(self, decision_partition: int, oldest_timestamp_ms: int) -> int:
         """Read back this destination's entries for ``decision_partition`` written since a lookback before
@@ -93,7 +102,3 @@ class DeliveredLedger:
         self._entries.move_to_end(message_id)
         while len(self._entries) > self._max_entries:  # the oldest go first; they are long committed
             self._entries.popitem(last=False)
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)

@@ -45,6 +45,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from medroute.config import env_secret
+from pipeline.forward.naming import check_pattern
 from pipeline.forward.policy import Backoff
 
 TYPES = ("dicom", "mllp", "http", "folder", "kafka")
@@ -63,7 +64,6 @@ _TYPE_KEYS = {
 _REQUIRED = {"dicom": ("host", "port", "called_ae"), "mllp": ("host", "port"), "http": ("url",), "folder": ("path",),
              "kafka": ("topic",)}
 _TLS_KEYS = ("ca", "cert", "key", "server_hostname")
-DEFAULT_PATTERN = "{kind}/{message_id}.{ext}"
 
 
 class DestinationsError(Exception):
@@ -239,8 +239,6 @@ class _Reader:
         ):
             raise self.error(entries["headers"][1], f"'headers' of {name!r} must map names to texts")
         if "pattern" in options:
-            from pipeline.forward.folder import check_pattern  # the folder type owns its pattern fields
-
             problem = check_pattern(options["pattern"])
             if problem:
                 raise self.error(entries["pattern"][1], f"'pattern' of {name!r}: {problem}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.forward.destinations import DestinationsError, parse_destinations
-from pipeline.forward.folder import check_pattern
+from pipeline.forward.naming import check_pattern
 
 GOOD = """\
 destinations:

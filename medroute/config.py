@@ -24,6 +24,11 @@ REPLAY_CHECKPOINTS = "replay.checkpoints"
 CONTROL = "medroute.control"
 # Reviewers' answers to decisions routed to review (web): accepted or corrected labels, keyed by message id.
 FEEDBACK = "feedback"
+# Forwarding (pipeline/forward): items a destination gave up on, the delivered-ids ledger (compacted) and
+# each destination's last status snapshot (compacted, keyed by destination).
+FORWARD_DEADLETTER = "forward.deadletter"
+FORWARD_DELIVERED = "forward.delivered"
+FORWARD_STATUS = "forward.status"
 ALL_TOPICS = (
     HL7_INBOUND,
     DICOM_INBOUND,
@@ -35,6 +40,9 @@ ALL_TOPICS = (
     REPLAY_CHECKPOINTS,
     CONTROL,
     FEEDBACK,
+    FORWARD_DEADLETTER,
+    FORWARD_DELIVERED,
+    FORWARD_STATUS,
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -58,7 +58,7 @@ def _layout(cls: type) -> tuple[tuple[str, ...], frozenset[str]]:
     """Field names of a record class, and those holding bytes (read once per class: this runs per
     message on the listener's acknowledge path and several times per record in the worker)."""
     names = tuple(f.name for f in fields(cls))
-    return names, frozenset(f.name for f in fields(cls) if f.type in ("bytes", bytes))
+    return names, frozenset(f.name for f in fields(cls) if f.type in ("bytes", bytes, "bytes | None"))
 
 
 class _JsonRecord:
@@ -140,6 +140,13 @@ class RoutingDecision(_JsonRecord):
     # Replayed decisions only: where the decided record sits, "topic:partition:offset".
     source_offset: str | None = None
     schema: int = SCHEMA_VERSION
+    # For the forwarders (set by the worker when it publishes): the ordering key, a keyed hash of the
+    # patient identifier (HL7) or the Study Instance UID (DICOM), which is also the record's Kafka key, so
+    # one patient's or study's decisions stay in order on one partition; the item itself, the HL7 message's
+    # raw bytes or the DICOM dataset's blob reference.
+    order_key: str | None = None
+    item: bytes | None = None
+    blob: str | None = None
 
 
 @dataclass(frozen=True)
@@ -196,6 +203,22 @@ class DicomRecord(_JsonRecord):
     received_at: str = field(default_factory=utc_now)
     schema: int = SCHEMA_VERSION
     kind: str = "dicom"
+
+
+@dataclass(frozen=True)
+class ForwardDeadLetter(_JsonRecord):
+    """A decision one destination gave up on (``forward.deadletter``): the decision itself (with the item
+    or its blob reference, so it can be sent again) and the last error."""
+
+    destination: str
+    message_id: str
+    kind: str
+    reason: str  # "rejected" (the receiver refused it: AE/CE, a DICOM failure, HTTP 4xx) | "attempts_exhausted" | ...
+    detail: str  # the last error, as the receiver or the connection gave it
+    attempts: int
+    decision: dict[str, Any]
+    at: str = field(default_factory=utc_now)
+    schema: int = SCHEMA_VERSION
 
 
 @dataclass(frozen=True)

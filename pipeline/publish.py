@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import faust
 
+from formats.hl7.message import read_lenient
 from medroute.config import AUDIT_EVENTS, ROUTING_DECISIONS
+from medroute.logs import hash_id
+from medroute.records import DicomRecord, Hl7Record, RoutingDecision
 from pipeline.audit import events_for
 from pipeline.outcomes import Outcome, Rejected
 
@@ -31,14 +34,38 @@ class Publisher(Protocol):
 
 
 def messages_for(outcome: Outcome) -> list[Outbound]:
-    """The decision (or dead letter) and the audit events of one outcome, keyed by message id."""
+    """The decision (or dead letter) and the audit events of one outcome.
+
+    Audit events and dead letters are keyed by message id; a decision by its ordering key (see
+    :func:`forwardable`), so that the forwarders see one patient's or one study's decisions in order.
+    """
     if isinstance(outcome, Rejected):
         key = outcome.dead_letter.message_id.encode()
         primary = Outbound(outcome.topic, key, outcome.dead_letter.to_json())
     else:
         key = outcome.message_id.encode()
-        primary = Outbound(ROUTING_DECISIONS, key, outcome.decision.to_json())
+        decision = forwardable(outcome.decision, outcome.record)
+        primary = Outbound(ROUTING_DECISIONS, (decision.order_key or outcome.message_id).encode(), decision.to_json())
     return [primary, *(Outbound(AUDIT_EVENTS, key, event.to_json()) for event in events_for(outcome))]
+
+
+def order_key(record: Hl7Record | DicomRecord) -> str | None:
+    """A keyed hash (no PHI on the topic's keys) of what orders deliveries: the patient (PID-3, else the
+    message's control id, as the listener keys ``hl7.inbound``) or the study."""
+    if isinstance(record, DicomRecord):
+        return hash_id(record.study_uid)
+    try:
+        patient = read_lenient(record.text()).patient_id
+    except (UnicodeDecodeError, LookupError):
+        patient = None
+    return hash_id(patient or record.control_id or record.message_id)
+
+
+def forwardable(decision: RoutingDecision, record: Hl7Record | DicomRecord) -> RoutingDecision:
+    """The decision with what a forwarder needs: its ordering key and the item (HL7 bytes, DICOM blob)."""
+    if isinstance(record, DicomRecord):
+        return replace(decision, order_key=order_key(record), blob=record.blob)
+    return replace(decision, order_key=order_key(record), item=record.raw)
 
 
 class FaustPublisher:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medroute.config import env_int, env_str
+from medroute.config import env_float, env_int, env_str
 from pipeline.rules import routes_path
 
 DEFAULT_IMAGE_MODEL = "cxr-pneumonia"
@@ -37,6 +37,8 @@ class WorkerSettings:
     store: str = field(default_factory=lambda: env_str("MEDROUTE_WORKER_STORE", "memory://") or "memory://")
     web_port: int = field(default_factory=lambda: _positive("MEDROUTE_WORKER_WEB_PORT", 0, 0))  # 0: no Faust web
     metrics_port: int = field(default_factory=lambda: _positive("MEDROUTE_WORKER_METRICS_PORT", 0, 0))  # 0: off
+    # How often the routing rules file is checked for changes (0: never; a change then needs a restart).
+    rules_reload_seconds: float = field(default_factory=lambda: env_float("MEDROUTE_ROUTES_RELOAD_SECONDS", 2.0))
     metrics_host: str = field(default_factory=lambda: env_str("MEDROUTE_METRICS_HOST", "127.0.0.1") or "127.0.0.1")
 
     @property

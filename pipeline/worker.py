@@ -34,6 +34,7 @@ from pipeline.pixels import silence_pydicom
 from pipeline.publish import FaustPublisher
 from pipeline.routing import Rules
 from pipeline.rules import RulesError, load_rules
+from pipeline.rules_reload import RulesReloader
 from pipeline.settings import WorkerSettings
 
 log = structlog.get_logger(__name__)
@@ -157,6 +158,14 @@ def model_slots(
     return slots
 
 
+def _labels(texts: Hl7Feed, images: DicomFeed) -> dict[str, list[str]]:
+    """The labels the models loaded now have, which reloaded rules are checked against."""
+    labels = {"hl7": list(texts.model.labels)} if texts.model is not None else {}
+    if images.model is not None:
+        labels["dicom"] = list(images.model.labels)
+    return labels
+
+
 def build(
     kafka: KafkaSettings, settings: WorkerSettings, startup: Startup, control_offsets: ControlOffsets | None = None
 ) -> faust.App:
@@ -166,6 +175,13 @@ def build(
     install(app, texts, **batching)
     images = DicomFeed(startup.image_classifier, startup.rules, startup.blobs)
     install(app, images, **batching)
+    if settings.rules_reload_seconds > 0:
+        reloader = RulesReloader(settings.routes, [texts, images], lambda: _labels(texts, images), FaustPublisher(app))
+
+        @app.task
+        async def follow_rules() -> None:
+            await reloader.follow(settings.rules_reload_seconds)
+
     if control_offsets is not None:
         slots = model_slots(settings, startup, texts, images)
         follower = PromotionFollower(slots, FaustPublisher(app), ThreadPoolExecutor(1, thread_name_prefix="promote"))

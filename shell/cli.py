@@ -65,6 +65,28 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return main() or 0
 
 
+def cmd_forward(args: argparse.Namespace) -> int:
+    if args.action == "status":
+        from shell.forward_status import show
+
+        return show(as_json=args.json)
+    from pipeline.forward.service import main
+
+    return main() or 0
+
+
+def cmd_routes(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pipeline.forward.settings import destinations_from_env
+    from shell import routes
+
+    if args.action == "check":
+        destinations = Path(args.destinations) if args.destinations else destinations_from_env()
+        return routes.check(Path(args.file), destinations)
+    return routes.test(Path(args.file), [Path(item) for item in args.items], as_json=args.json)
+
+
 def cmd_send(args: argparse.Namespace) -> int:
     from shell.sending import send_files, send_samples
 
@@ -142,6 +164,21 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument("protocol", choices=["mllp", "dicom"])
 
     verb("worker", cmd_worker, "run the classification worker (Faust)")
+
+    forward = verb("forward", cmd_forward, "deliver decided items to their destinations (MEDROUTE_DESTINATIONS)")
+    forward.add_argument("action", nargs="?", choices=["run", "status"], default="run",
+                         help="run the forwarders (default), or show each destination's state")  # fmt: skip
+    forward.add_argument("--json", action="store_true", help="status as JSON lines")
+
+    routes = verb("routes", cmd_routes, "check routing rules, or try them on items, before they go live")
+    routes_actions = routes.add_subparsers(dest="action", required=True, metavar="ACTION")
+    check = routes_actions.add_parser("check", help="check a rules file (exit 2 with file:line errors)")
+    check.add_argument("file")
+    check.add_argument("--destinations", help="destinations file the rules must match (default: MEDROUTE_DESTINATIONS)")
+    try_items = routes_actions.add_parser("test", help="the model's answer, the rule and the destinations per item")
+    try_items.add_argument("file")
+    try_items.add_argument("items", nargs="+", metavar="ITEM", help="HL7 files, DICOM files or text files")
+    try_items.add_argument("--json", action="store_true", help="one JSON object per item")
 
     send = verb("send", cmd_send, "send HL7 files (or generated samples) over MLLP and print the ACK codes")
     send.add_argument("files", nargs="*", help="HL7 files, one message each")

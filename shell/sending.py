@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from listeners.mllp.client import MllpClient, parse_ack
+from formats.hl7.mllp_client import MllpClient, parse_ack
 from medroute.config import env_int
 from shell.samples import sample_messages
 

@@ -1,9 +1,11 @@
 """``medroute up``: the whole slice on one machine, for a first look and for demos.
 
 Starts the local Kafka broker (unless ``MEDROUTE_KAFKA_BOOTSTRAP`` names a cluster), creates the
-topics, runs the MLLP and DICOM listeners, the worker and the web UI as child processes, sends sample traffic
-(HL7 messages and the sample images that ship with pydicom), and prints
-each routing decision as it is published. Ctrl-C stops everything it started.
+topics, runs the MLLP and DICOM listeners, the worker, the forwarders and the web UI as child processes, sends
+sample traffic (HL7 messages and the sample images that ship with pydicom), and prints each routing decision as
+it is published. Without ``MEDROUTE_DESTINATIONS`` the forwarders get sample destinations: ``pacs`` is a small
+local DICOM receiver that ``up`` starts (``$MEDROUTE_HOME/sample-pacs``), every other destination the rules
+name is a folder (``$MEDROUTE_HOME/outbox/<name>``). Ctrl-C stops everything it started.
 """
 
 from __future__ import annotations
@@ -13,16 +15,38 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-from medroute.config import ROUTING_DECISIONS, KafkaSettings, child_environment, env_int, home_dir
-from medroute.ports import wait_for_port
+from medroute.config import ROUTING_DECISIONS, KafkaSettings, child_environment, env_int, env_str, home_dir
+from medroute.ports import free_port, wait_for_port
 
 
-def _spawn(name: str, module: str, env: dict[str, str]) -> subprocess.Popen:
+def _spawn(name: str, module: str, env: dict[str, str], *args: str) -> subprocess.Popen:
     log_dir = home_dir() / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it open
-    return subprocess.Popen([sys.executable, "-m", module], env=env, stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen([sys.executable, "-m", module, *args], env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def sample_destinations(pacs_port: int) -> Path:
+    """A destinations file for every destination the routing rules name: ``pacs`` the sample PACS, the rest
+    folders under ``$MEDROUTE_HOME/outbox``."""
+    from pipeline.rules import load_rules
+    from shell.sample_pacs import AE_TITLE
+
+    names = sorted({name for rule in load_rules().rules for name in rule.destinations})
+    outbox = home_dir() / "outbox"
+    lines = ["# Written by `medroute up`: sample destinations. Set MEDROUTE_DESTINATIONS to use your own.",
+             "destinations:"]  # fmt: skip
+    for name in names:
+        if name == "pacs":
+            lines.append(f"  pacs: {{type: dicom, host: 127.0.0.1, port: {pacs_port}, called_ae: {AE_TITLE}}}")
+        else:
+            lines.append(f"  {name}: {{type: folder, path: '{outbox / name}'}}")
+    path = home_dir() / "destinations.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -117,6 +141,13 @@ def run_up(samples: int = 20, duration: float | None = None, keep_kafka: bool = 
     web_env, login = _web_environment(env)
     web_port = env_int("MEDROUTE_HTTP_PORT", 7860)
     children["web UI"] = (_spawn("web", "web", web_env), web_port)
+    helpers = [worker]
+    if env_str("MEDROUTE_DESTINATIONS") is None:
+        pacs_port = free_port()
+        helpers.append(_spawn("sample-pacs", "shell.sample_pacs", env, "--port", str(pacs_port),
+                              "--dir", str(home_dir() / "sample-pacs")))  # fmt: skip
+        env = {**env, "MEDROUTE_DESTINATIONS": str(sample_destinations(pacs_port))}
+    helpers.append(_spawn("forward", "pipeline.forward", env))
     try:
         for name, (child, port) in children.items():
             try:
@@ -124,11 +155,13 @@ def run_up(samples: int = 20, duration: float | None = None, keep_kafka: bool = 
             except (RuntimeError, TimeoutError) as exc:
                 raise SystemExit(f"the {name} did not start ({exc}); see {home_dir() / 'logs'}") from None
         print(
-            f"MLLP listener on 127.0.0.1:{mllp_port}, DICOM listener on 127.0.0.1:{dicom_port}; worker started; "
-            f"logs in {home_dir() / 'logs'}",
+            f"MLLP listener on 127.0.0.1:{mllp_port}, DICOM listener on 127.0.0.1:{dicom_port}; worker and "
+            f"forwarders started (destinations: {env['MEDROUTE_DESTINATIONS']}); logs in {home_dir() / 'logs'}",
             flush=True,
         )
         print(f"web UI and API on http://127.0.0.1:{web_port} ({login})", flush=True)
+        print(f"forwarded items arrive in {home_dir() / 'sample-pacs'} and {home_dir() / 'outbox'}; "
+              "`medroute forward status` shows each destination", flush=True)  # fmt: skip
         if samples:
             print(f"sending {samples} sample HL7 messages ...", flush=True)
             asyncio.run(send_samples(samples, "127.0.0.1", mllp_port))
@@ -140,7 +173,8 @@ def run_up(samples: int = 20, duration: float | None = None, keep_kafka: bool = 
     finally:
         for child, _ in children.values():
             _stop(child)
-        _stop(worker)
+        for helper in reversed(helpers):
+            _stop(helper)
         if broker is not None and not keep_kafka:
             broker.stop()
     return 0

@@ -20,10 +20,10 @@ from formats.hl7 import charsets, validate
 from formats.hl7.ack import ack_code, build_ack, should_answer
 from formats.hl7.errors import STORAGE_UNAVAILABLE, MessageError, Outcome, Reason
 from formats.hl7.message import Message, MshHeader, check_structure, read_header, read_message
+from formats.hl7.mllp import FrameError
 from formats.hl7.record import hl7_record
 from listeners import metrics
 from listeners.mllp.dedup import RecentMessages
-from listeners.mllp.framing import FrameError
 from listeners.mllp.settings import MllpSettings
 from listeners.sink import RecordSink, SinkUnavailable
 from medroute.config import AUDIT_EVENTS, HL7_DEADLETTER, HL7_INBOUND

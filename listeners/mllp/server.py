@@ -16,8 +16,8 @@ from types import TracebackType
 
 import structlog
 
+from formats.hl7.mllp import Frame, FrameError, MllpDecoder, wrap
 from listeners import metrics
-from listeners.mllp.framing import Frame, FrameError, MllpDecoder, wrap
 from listeners.mllp.intake import LISTENER, Intake
 from listeners.mllp.settings import MllpSettings
 from listeners.processes import sibling_processes

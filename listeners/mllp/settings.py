@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from formats.hl7.charsets import codec_for
 from formats.hl7.errors import MessageError
-from listeners.mllp.framing import DEFAULT_MAX_FRAME
+from formats.hl7.mllp import DEFAULT_MAX_FRAME
 from listeners.tls import server_context
 from medroute.config import env_bool, env_float, env_int, env_str
 

@@ -7,7 +7,14 @@ import contextlib
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from medroute.config import ALL_TOPICS, CONTROL, REPLAY_CHECKPOINTS, KafkaSettings
+from medroute.config import (
+    ALL_TOPICS,
+    CONTROL,
+    FORWARD_DELIVERED,
+    FORWARD_STATUS,
+    REPLAY_CHECKPOINTS,
+    KafkaSettings,
+)
 from medroute.kafka.client import connection_kwargs
 
 # Records may carry a whole 16 MiB HL7 frame (base64 in JSON): allow them on every topic.
@@ -16,6 +23,9 @@ TOPIC_CONFIG = {"max.message.bytes": str(32 * 1024 * 1024)}
 TOPIC_OVERRIDES: dict[str, dict[str, str]] = {
     REPLAY_CHECKPOINTS: {"cleanup.policy": "compact"},
     CONTROL: {"cleanup.policy": "compact"},
+    FORWARD_STATUS: {"cleanup.policy": "compact"},
+    # A ledger entry matters only until its decision's offset is committed (seconds): a week is ample.
+    FORWARD_DELIVERED: {"cleanup.policy": "compact,delete", "retention.ms": str(7 * 24 * 3600 * 1000)},
 }
 
 

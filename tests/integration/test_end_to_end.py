@@ -10,8 +10,9 @@ import asyncio
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from listeners.mllp.client import MllpClient
+from formats.hl7.mllp_client import MllpClient
 from medroute.config import AUDIT_EVENTS, HL7_INBOUND, ROUTING_DECISIONS, KafkaSettings
+from medroute.logs import hash_id
 from shell.samples import SampleMessage, sample_messages
 from tests.integration.conftest import RunningListener
 from tests.integration.mllp_peers import mllp_send_file, parse_ack
@@ -81,7 +82,8 @@ def test_every_acknowledged_message_is_stored_once_and_decided_once(
     assert Counter(d["message_id"] for d in decisions) == Counter({mid: 1 for mid in message_ids})
     for decision in decisions:
         record = message_ids[decision["message_id"]]
-        assert decision["_key"] == decision["message_id"]
+        # Keyed by the patient (hashed), so a forwarder delivers one patient's items in order.
+        assert decision["_key"] == decision["order_key"] == hash_id(sent[record["control_id"]].patient_id)
         assert decision["destinations"], decision
         assert decision["rule"]
         if sent[record["control_id"]].has_text:

@@ -6,7 +6,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from listeners.mllp.client import MllpClient
+from formats.hl7.mllp_client import MllpClient
 from medroute.config import HL7_INBOUND, KafkaSettings
 from medroute.ports import free_port
 from shell.broker import LocalBroker

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from listeners.mllp.client import MllpClient, parse_ack
+from formats.hl7.mllp_client import MllpClient, parse_ack
 from listeners.mllp.server import MllpServer
 from listeners.mllp.settings import MllpSettings
 from listeners.sink import KafkaSink

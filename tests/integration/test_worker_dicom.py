@@ -20,6 +20,7 @@ from pydicom.data import get_testdata_file
 from medroute.blobstore import BlobStore
 from medroute.config import AUDIT_EVENTS, DICOM_DEADLETTER, DICOM_INBOUND, KafkaSettings
 from medroute.kafka.client import durable_producer
+from medroute.logs import hash_id
 from medroute.records import DicomRecord
 from tests.integration.processes import ChildProcess
 from tests.integration.test_worker import assert_stopped_cleanly, decisions_for, read
@@ -87,7 +88,7 @@ def test_images_get_one_decision_each_through_the_image_model_or_metadata_and_ba
     assert (chest["kind"], chest["message_type"], chest["model"]) == ("dicom", "DICOM^CR", TEST_MODEL)
     assert chest["label"] in ("normal", "pneumonia") and 0.0 <= chest["confidence"] <= 1.0
     assert chest["rule"] in ("chest-pneumonia", "chest-normal", "image-below-model-threshold")
-    assert "pacs" in chest["destinations"] and chest["_key"] == cxr.message_id
+    assert "pacs" in chest["destinations"] and chest["_key"] == hash_id(cxr.study_uid) and chest["blob"] == cxr.blob
     metadata_only = by_id[ct.message_id]
     assert (metadata_only["message_type"], metadata_only["model"], metadata_only["label"]) == ("DICOM^CT", None, None)
     assert (metadata_only["rule"], metadata_only["destinations"]) == ("images", ["pacs"])

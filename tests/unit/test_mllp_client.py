@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from listeners.mllp.client import AckSummary, MllpClient, MllpConnectionError, parse_ack
+from formats.hl7.mllp_client import AckSummary, MllpClient, MllpConnectionError, parse_ack
 
 ACK = b"MSH|^~\\&|B|B|A|A|20240101||ACK^A01^ACK|X1|P|2.5.1\rMSA|AE|C1|Bad\rERR||MSH^1^10|101^Required^HL70357|E\r"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from listeners.mllp.framing import Frame, FrameError, MllpDecoder, wrap
+from formats.hl7.mllp import Frame, FrameError, MllpDecoder, wrap
 
 MESSAGES = [b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|1|P|2.5\rPID|1||X1\r", b"MSH|second\r", b"", b"\r\n", b"a\x1cb"]
 

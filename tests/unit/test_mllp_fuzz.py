@@ -12,7 +12,7 @@ from formats.hl7 import charsets
 from formats.hl7.ack import build_ack
 from formats.hl7.errors import MessageError, Outcome, Reason
 from formats.hl7.message import read_header, read_message
-from listeners.mllp.framing import Frame, FrameError, MllpDecoder, wrap
+from formats.hl7.mllp import Frame, FrameError, MllpDecoder, wrap
 from listeners.mllp.intake import Intake
 from listeners.mllp.settings import MllpSettings
 from medroute.config import HL7_DEADLETTER, HL7_INBOUND

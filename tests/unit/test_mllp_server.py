@@ -14,7 +14,7 @@ import pytest
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
-from listeners.mllp.client import MllpClient, MllpConnectionError, parse_ack
+from formats.hl7.mllp_client import MllpClient, MllpConnectionError, parse_ack
 from listeners.mllp.server import MllpServer, serve
 from listeners.mllp.settings import MllpSettings
 from listeners.sink import SinkUnavailable

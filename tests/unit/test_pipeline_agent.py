@@ -76,7 +76,8 @@ async def test_one_decision_per_record_and_none_for_a_duplicate(harness) -> None
 
     decisions = publisher.on(ROUTING_DECISIONS)
     assert sorted(d["message_id"] for d in decisions) == ["m-adt", "m-mdm", "m-oru"]
-    by_id = {d["_key"]: RoutingDecision.from_dict({k: v for k, v in d.items() if k != "_key"}) for d in decisions}
+    by_id = {d["message_id"]: RoutingDecision.from_dict({k: v for k, v in d.items() if k != "_key"}) for d in decisions}
+    assert all(d["_key"] == d["order_key"] and d["item"] for d in decisions)  # keyed by patient, item inside
     assert (by_id["m-oru"].label, by_id["m-oru"].rule, by_id["m-oru"].destinations) == (
         "radiology_report",
         "radiology-reports",
@@ -145,10 +146,10 @@ async def test_table_writes_go_to_the_partition_of_their_own_event(harness) -> N
     written = {json.loads(m.key): m.partition for m in publisher.sent if m.topic == changelog}
     assert written == {"m-oru": 3, "m-mdm": 0, "m-adt": 2}
     # Each entry is published after the decision it records.
-    position = {(m.topic, json.loads(m.key) if m.topic == changelog else m.key.decode()): n
-                for n, m in enumerate(publisher.sent)}  # fmt: skip
-    for message_id in written:
-        assert position[(ROUTING_DECISIONS, message_id)] < position[(changelog, message_id)]
+    sent = list(enumerate(publisher.sent))
+    decided_at = {json.loads(m.value)["message_id"]: n for n, m in sent if m.topic == ROUTING_DECISIONS}
+    marked_at = {json.loads(m.key): n for n, m in sent if m.topic == changelog}
+    assert all(decided_at[message_id] < marked_at[message_id] for message_id in written)
     # The records are what Faust's own recovery decodes into the same entries.
     schema = table.changelog_topic.schema
     for message in (m for m in publisher.sent if m.topic == changelog):

@@ -15,6 +15,7 @@ from pydicom.data import get_testdata_file
 
 from medroute.blobstore import BlobStore
 from medroute.config import AUDIT_EVENTS, DICOM_DEADLETTER, ROUTING_DECISIONS, KafkaSettings
+from medroute.logs import hash_id
 from medroute.records import DicomRecord
 from pipeline.agents import install
 from pipeline.app import create_app
@@ -201,7 +202,8 @@ async def test_dicom_agent_one_decision_per_record_audit_without_phi_and_no_seco
     decisions = {d["message_id"]: d for d in publisher.on(ROUTING_DECISIONS)}
     assert sorted(decisions) == ["d-ct", "d-cxr"]
     assert (decisions["d-cxr"]["rule"], decisions["d-cxr"]["model"]) == ("chest-pneumonia", "fake-cxr@0.0.1")
-    assert decisions["d-ct"]["rule"] == "images" and decisions["d-ct"]["_key"] == "d-ct"
+    assert decisions["d-ct"]["rule"] == "images" and decisions["d-ct"]["_key"] == hash_id(ct.study_uid)
+    assert decisions["d-ct"]["blob"] == ct.blob
     assert len(classifier.calls) == 1  # the redelivered chest image was not classified again
     letters = publisher.on(DICOM_DEADLETTER)
     assert sorted(letter["reason"] for letter in letters) == ["blob_unavailable", "unreadable_record"]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from formats.hl7.message import read_lenient
 from medroute.config import AUDIT_EVENTS, HL7_DEADLETTER, ROUTING_DECISIONS
+from medroute.logs import hash_id
 from pipeline.hl7_feed import Hl7Feed
 from pipeline.outcomes import Decided, Rejected
 from pipeline.publish import messages_for
@@ -38,7 +40,9 @@ def test_undecodable_record_is_rejected_and_the_rest_decided() -> None:
     assert letter.peer == bad.peer and letter.received_at == bad.received_at
     assert [m.topic for m in messages_for(rejected)] == [HL7_DEADLETTER, AUDIT_EVENTS]
     assert [m.topic for m in messages_for(decided)] == [ROUTING_DECISIONS] + [AUDIT_EVENTS] * 3
-    assert {m.key for m in messages_for(decided)} == {b"good"}
+    decision, *events = messages_for(decided)
+    assert {m.key for m in events} == {b"good"}  # audit events by message id, the decision by patient
+    assert decision.key == hash_id(read_lenient(good.text()).patient_id).encode()
 
 
 def test_read_rejects_what_is_not_a_record() -> None:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from listeners.mllp.client import MllpClient
+from formats.hl7.mllp_client import MllpClient
 from medroute import eventloop
 from medroute.config import KafkaSettings
 from medroute.kafka.topics import ensure_topics

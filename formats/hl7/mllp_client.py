@@ -15,7 +15,7 @@ from collections import deque
 from types import TracebackType
 from typing import NamedTuple
 
-from listeners.mllp.framing import DEFAULT_MAX_FRAME, Frame, MllpDecoder, wrap
+from formats.hl7.mllp import DEFAULT_MAX_FRAME, Frame, MllpDecoder, wrap
 
 
 class MllpConnectionError(ConnectionError):

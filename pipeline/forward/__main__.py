@@ -1,0 +1,5 @@
+import sys
+
+from pipeline.forward.service import main
+
+sys.exit(main())

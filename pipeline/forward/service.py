@@ -1,0 +1,185 @@
+"""``medroute forward``: a forwarder per destination of the destinations file, in one process.
+
+The file is checked again every ``MEDROUTE_FORWARD_RELOAD_SECONDS``: a changed file that reads cleanly is
+applied (new destinations start, removed ones stop after their current attempts, changed ones restart),
+one that does not is refused and the running destinations stay as they were; either way a ``reload``
+audit event says what happened. Several processes may run the same file: each destination's consumer
+group shares its partitions among them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from dataclasses import dataclass
+
+import structlog
+from aiokafka import AIOKafkaProducer
+
+from medroute import blobstore
+from medroute.config import AUDIT_EVENTS, KafkaSettings
+from medroute.kafka.client import durable_producer
+from medroute.kafka.topics import ensure_topics
+from medroute.logs import configure_logging
+from medroute.records import AuditEvent
+from medroute.sealing import BlobError
+from pipeline.forward import status
+from pipeline.forward.destinations import Destination, Destinations, DestinationsError, load_destinations
+from pipeline.forward.forwarder import ACTOR, Forwarder, Sender
+from pipeline.forward.items import BlobSource, ItemSource
+from pipeline.forward.ledger import DeliveredLedger
+from pipeline.forward.senders import make_sender
+from pipeline.forward.settings import ForwardSettings
+from pipeline.watch import FileWatch
+
+log = structlog.get_logger(__name__)
+
+EXIT_CONFIG = 2
+RESTART_SECONDS = 5.0
+
+
+@dataclass
+class _Running:
+    destination: Destination
+    forwarder: Forwarder
+    sender: Sender
+    task: asyncio.Task
+
+
+class ForwardService:
+    def __init__(self, kafka: KafkaSettings, settings: ForwardSettings, destinations: Destinations,
+                 blobs: BlobSource | None) -> None:  # fmt: skip
+        self._kafka = kafka
+        self._settings = settings
+        self._destinations = destinations
+        self._items = ItemSource(blobs)
+        self._running: dict[str, _Running] = {}
+        self._stopping = asyncio.Event()
+        self._producer: AIOKafkaProducer | None = None
+
+    @property
+    def forwarders(self) -> list[Forwarder]:
+        return [running.forwarder for running in self._running.values()]
+
+    async def run(self) -> None:
+        await ensure_topics(self._kafka)
+        self._producer = durable_producer(self._kafka)
+        await self._producer.start()
+        try:
+            for destination in self._destinations:
+                self._start(destination)
+            watch = FileWatch(self._settings.destinations)
+            tick = min(x for x in (self._settings.reload_seconds, self._settings.status_seconds, 1.0) if x > 0)
+            since_status = 0.0
+            while not self._stopping.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), tick)
+                since_status += tick
+                if since_status >= self._settings.status_seconds:
+                    since_status = 0.0
+                    await status.publish(self._producer, self.forwarders)
+                if self._settings.reload_seconds > 0 and watch.changed():
+                    await self.reload()
+                await self._restart_crashed()
+        finally:
+            forwarders = self.forwarders
+            await asyncio.gather(*(self._stop(name) for name in list(self._running)))
+            await status.publish(self._producer, forwarders, stopped=True)
+            await self._producer.stop()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def _start(self, destination: Destination) -> None:
+        assert self._producer is not None
+        sender = make_sender(destination, self._producer)
+        ledger = DeliveredLedger(destination.name, self._kafka, self._producer, self._settings.ledger_lookback)
+        forwarder = Forwarder(destination, self._kafka, sender, self._producer, self._items, ledger)
+        task = asyncio.create_task(forwarder.run(), name=f"forward-{destination.name}")
+        self._running[destination.name] = _Running(destination, forwarder, sender, task)
+
+    async def _stop(self, name: str) -> None:
+        running = self._running.pop(name)
+        running.forwarder.stop()
+        with contextlib.suppress(Exception):
+            await running.task
+        await running.sender.close()
+
+    async def _restart_crashed(self) -> None:
+        for name, running in list(self._running.items()):
+            if running.task.done() and not self._stopping.is_set():
+                error = running.task.exception() if not running.task.cancelled() else None
+                log.error("forwarder_crashed", destination=name, error=type(error).__name__ if error else None,
+                          detail=str(error)[:300] if error else None)  # fmt: skip
+                await self._stop(name)
+                await asyncio.sleep(RESTART_SECONDS)
+                self._start(running.destination)
+
+    async def reload(self) -> bool:
+        """Apply the destinations file as it is now, or refuse it and keep the running ones."""
+        path = self._settings.destinations
+        try:
+            new = load_destinations(path)
+        except DestinationsError as exc:
+            log.error("destinations_refused", error=str(exc))
+            await self._audit_reload({"outcome": "refused", "error": str(exc)[:500]})
+            return False
+        old = {d.name: d for d in self._destinations}
+        fresh = {d.name: d for d in new}
+        removed = sorted(set(old) - set(fresh))
+        added = sorted(set(fresh) - set(old))
+        changed = sorted(name for name in set(old) & set(fresh) if _settings_of(old[name]) != _settings_of(fresh[name]))
+        for name in (*removed, *changed):
+            if name in self._running:
+                await self._stop(name)
+        for name in (*added, *changed):
+            self._start(fresh[name])
+        self._destinations = new
+        log.info("destinations_reloaded", added=added, removed=removed, changed=changed)
+        await self._audit_reload({"outcome": "applied", "added": added, "removed": removed, "changed": changed})
+        return True
+
+    async def _audit_reload(self, details: dict) -> None:
+        assert self._producer is not None
+        details = {"what": "destinations", "file": str(self._settings.destinations), **details}
+        event = AuditEvent(action="reload", actor=ACTOR, message_id=None, details=details)
+        await self._producer.send_and_wait(AUDIT_EVENTS, event.to_json())
+
+
+def _settings_of(destination: Destination) -> Destination:
+    """A destination's settings apart from where its entry starts in the file."""
+    from dataclasses import replace
+
+    return replace(destination, line=0)
+
+
+def open_blobs(destinations: Destinations) -> BlobSource | None:
+    """The blob store, when a destination takes DICOM items."""
+    if not any("dicom" in d.kinds for d in destinations):
+        return None
+    return blobstore.from_env()
+
+
+def main() -> int:
+    configure_logging("forward")
+    settings = ForwardSettings()
+    try:
+        destinations = load_destinations(settings.destinations)
+        blobs = open_blobs(destinations)
+    except (DestinationsError, BlobError) as exc:
+        log.error("startup_refused", error=str(exc))
+        print(f"medroute forward: {exc}", file=sys.stderr, flush=True)
+        return EXIT_CONFIG
+    service = ForwardService(KafkaSettings(), settings, destinations, blobs)
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, service.stop)
+        await service.run()
+
+    log.info("forward_starting", destinations=[d.name for d in destinations], file=str(settings.destinations))
+    asyncio.run(serve())
+    return 0

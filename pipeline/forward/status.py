@@ -1,0 +1,108 @@
+"""Forwarder status: each forwarder's snapshot on ``forward.status`` (compacted, keyed by destination), and
+``medroute forward status``: the snapshots with each destination group's backlog on ``routing.decisions``."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+
+from medroute.config import FORWARD_STATUS, ROUTING_DECISIONS, KafkaSettings
+from medroute.kafka.client import connection_kwargs, consumer, reader_of, topic_partitions
+from pipeline.forward.forwarder import Forwarder, group_id
+
+STALE_SECONDS = 30.0
+
+
+def snapshot(forwarder: Forwarder, stopped: bool = False) -> dict[str, Any]:
+    return {
+        "destination": forwarder.name,
+        "stopped": stopped,
+        "type": forwarder.destination.type,
+        "breaker": forwarder.breaker.state,
+        **asdict(forwarder.stats),
+        "at": time.time(),
+    }
+
+
+async def publish(producer: AIOKafkaProducer, forwarders: list[Forwarder], stopped: bool = False) -> None:
+    for forwarder in forwarders:
+        value = json.dumps(snapshot(forwarder, stopped)).encode()
+        await producer.send(FORWARD_STATUS, value, key=forwarder.name.encode())
+
+
+async def read_snapshots(kafka: KafkaSettings) -> dict[str, dict[str, Any]]:
+    """The latest snapshot of each destination."""
+    reader = await reader_of(kafka, FORWARD_STATUS)
+    try:
+        latest: dict[str, dict[str, Any]] = {}
+        ends = await reader.end_offsets(list(reader.assignment()))
+        while [tp for tp, end in ends.items() if await reader.position(tp) < end]:
+            for records in (await reader.getmany(timeout_ms=1000)).values():
+                for record in records:
+                    if record.key and record.value:
+                        latest[record.key.decode()] = json.loads(record.value)
+        return latest
+    finally:
+        await reader.stop()
+
+
+async def pending(kafka: KafkaSettings, destination: str) -> int | None:
+    """Decisions the destination's group has not passed yet (None: the group never committed)."""
+    partitions = await topic_partitions(kafka, ROUTING_DECISIONS)
+    admin = AIOKafkaAdminClient(**connection_kwargs(kafka))
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group_id(destination))
+    finally:
+        await admin.close()
+    if not committed:
+        return None
+    reader = consumer(kafka)
+    await reader.start()
+    try:
+        ends = await reader.end_offsets(partitions)
+    finally:
+        await reader.stop()
+    return sum(end - (committed[tp].offset if tp in committed and committed[tp].offset >= 0 else 0)
+               for tp, end in ends.items())  # fmt: skip
+
+
+async def status_rows(kafka: KafkaSettings, names: list[str]) -> list[dict[str, Any]]:
+    snapshots = await read_snapshots(kafka)
+    rows = []
+    for name in sorted(names or snapshots):  # the file's destinations, or every one that reported
+        snap = snapshots.get(name, {})
+        age = time.time() - snap["at"] if snap else None
+        rows.append(
+            {
+                "destination": name,
+                "type": snap.get("type", "-"),
+                "running": age is not None and age < STALE_SECONDS and not snap.get("stopped"),
+                "delivered": snap.get("delivered", 0),
+                "pending": await pending(kafka, name),
+                "retrying": snap.get("retrying", 0),
+                "dead_lettered": snap.get("dead_lettered", 0),
+                "breaker": snap.get("breaker", "-"),
+                "last_error": snap.get("last_error"),
+            }
+        )
+    return rows
+
+
+def format_rows(rows: list[dict[str, Any]]) -> str:
+    header = f"{'destination':<22} {'type':<7} {'state':<8} {'delivered':>9} {'pending':>8} {'retrying':>8} " \
+             f"{'dead':>6} {'breaker':<9} last error"  # fmt: skip
+    lines = [header]
+    for row in rows:
+        pending_text = "-" if row["pending"] is None else str(row["pending"])
+        lines.append(
+            f"{row['destination']:<22} {row['type']:<7} {'running' if row['running'] else 'stopped':<8} "
+            f"{row['delivered']:>9} {pending_text:>8} {row['retrying']:>8} {row['dead_lettered']:>6} "
+            f"{row['breaker']:<9} {row['last_error'] or '-'}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,297 @@
+"""Forwarding throughput against direct sends to the same receiver, measured in the same run.
+
+    python -m tools.benchmarks.forward [--messages 3000] [--images 200] [--backlog 5000]
+
+Starts its own Kafka broker (or uses ``MEDROUTE_KAFKA_BOOTSTRAP``) and runs ``medroute forward`` as a child
+process, as in production. Three measurements, each with its reference:
+
+1. MLLP: the same messages sent directly with medroute's MLLP client over ``--connections`` connections, then
+   forwarded from ``routing.decisions`` (decisions published in one burst, forwarder concurrency the same);
+   the receiver is a minimal MLLP server in this process that answers AA.
+2. DICOM: a 0.5 MB CT image (pydicom-data ``693_UNCR.dcm``, renumbered) sent by DCMTK ``storescu`` to
+   ``storescp --fork`` over 4 associations at once, then forwarded from the encrypted blob store over 4
+   associations to the same storescp.
+3. Backlog: ``--backlog`` decisions for an MLLP receiver that is down; the time from the receiver coming back
+   to the last message received.
+
+Prints a Markdown table for docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pydicom
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
+
+from formats.hl7.message import read_lenient
+from formats.hl7.mllp import Frame, MllpDecoder, wrap
+from formats.hl7.mllp_client import MllpClient
+from formats.hl7.record import record_of_bytes
+from medroute.blobstore import BlobStore
+from medroute.config import ROUTING_DECISIONS, KafkaSettings, child_environment
+from medroute.kafka.client import durable_producer
+from medroute.kafka.topics import ensure_topics
+from medroute.ports import free_port, wait_for_port
+from medroute.records import DicomRecord, RoutingDecision, new_id
+from pipeline.publish import forwardable
+from shell.broker import broker_unless_configured
+from shell.samples import sample_messages
+
+BLOB_KEY = bytes(range(32))
+
+
+class Receiver:
+    """A minimal MLLP receiver: counts messages, answers AA naming each MSH-10."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.server: asyncio.Server | None = None
+        self.port = free_port()
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
+    async def stop(self) -> None:
+        if self.server:
+            self.server.close()
+            await self.server.wait_closed()
+            self.server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        decoder = MllpDecoder()
+        try:
+            while data := await reader.read(65536):
+                for event in decoder.feed(data):
+                    if isinstance(event, Frame):
+                        control = read_lenient(event.payload.decode("latin-1")).header.control_id.encode()
+                        self.count += 1
+                        ack = b"MSH|^~\\&|R|R|S|S|20260101||ACK|A" + control + b"|P|2.5\rMSA|AA|" + control
+                        writer.write(wrap(ack))
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def wait_for(self, total: int, timeout: float = 600) -> None:
+        deadline = time.monotonic() + timeout
+        while self.count < total:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"received {self.count} of {total}")
+            await asyncio.sleep(0.01)
+
+
+def messages(count: int, prefix: str) -> list[bytes]:
+    return [message.raw for message in sample_messages(count, prefix=prefix)]
+
+
+async def direct(receiver: Receiver, payloads: list[bytes], connections: int) -> float:
+    async def sender(share: list[bytes]) -> None:
+        async with MllpClient("127.0.0.1", receiver.port) as client:
+            for payload in share:
+                await client.send(payload)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(sender(payloads[n::connections]) for n in range(connections)))
+    return time.perf_counter() - started
+
+
+async def publish(kafka: KafkaSettings, decisions: list[RoutingDecision]) -> None:
+    producer = durable_producer(kafka, linger_ms=5)
+    await producer.start()
+    try:
+        sends = [await producer.send(ROUTING_DECISIONS, d.to_json(), key=d.order_key.encode()) for d in decisions]
+        await asyncio.gather(*sends)
+    finally:
+        await producer.stop()
+
+
+def hl7_decisions(payloads: list[bytes], destination: str) -> list[RoutingDecision]:
+    result = []
+    for raw in payloads:
+        record = record_of_bytes(raw)
+        decision = RoutingDecision(record.message_id, "hl7", "", None, None, None, "bench", [destination])
+        result.append(forwardable(decision, record))
+    return result
+
+
+async def forwarded(kafka: KafkaSettings, receiver: Receiver, payloads: list[bytes], destination: str) -> float:
+    before = receiver.count
+    started = time.perf_counter()
+    await publish(kafka, hl7_decisions(payloads, destination))
+    await receiver.wait_for(before + len(payloads))
+    return time.perf_counter() - started
+
+
+def start_forwarder(kafka: KafkaSettings, home: Path, destinations: str) -> subprocess.Popen:
+    path = home / "destinations.yaml"
+    path.write_text(destinations)
+    env = child_environment(
+        MEDROUTE_KAFKA_BOOTSTRAP=kafka.bootstrap_servers, MEDROUTE_HOME=str(home), MEDROUTE_DESTINATIONS=str(path),
+        MEDROUTE_BLOB_DIR=str(home / "blobs"), MEDROUTE_BLOB_KEY=BLOB_KEY.hex(), MEDROUTE_LOG_LEVEL="WARNING",
+    )  # fmt: skip
+    log = open(home / "forward.log", "ab")  # noqa: SIM115 - the child keeps it open
+    return subprocess.Popen([sys.executable, "-m", "pipeline.forward"], env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def ct_files(directory: Path, count: int) -> list[Path]:
+    ds = pydicom.dcmread(get_testdata_file("693_UNCR.dcm"))
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for n in range(count):
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        path = directory / f"ct{n:05d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+def wait_files(directory: Path, total: int, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while len(list(directory.iterdir())) < total:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(list(directory.iterdir()))} of {total} images arrived")
+        time.sleep(0.02)
+
+
+def dcmtk_env() -> dict[str, str]:
+    return child_environment(TCP_NODELAY="1")  # Debian's DCMTK leaves Nagle on without it
+
+
+def storescp(directory: Path, port: int) -> subprocess.Popen:
+    directory.mkdir(parents=True, exist_ok=True)
+    command = ["storescp", "--fork", "--max-pdu", "131072", "-od", str(directory), "-aet", "STORESCP", str(port)]
+    process = subprocess.Popen(command, env=dcmtk_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_port(port, 30, process)
+    return process
+
+
+def dicom_direct(files: list[Path], port: int, out: Path, associations: int = 4) -> float:
+    started = time.perf_counter()
+    senders = [
+        subprocess.Popen(
+            ["storescu", "-aet", "BENCH", "-aec", "STORESCP", "127.0.0.1", str(port), *map(str, files[n::associations])],  # noqa: E501
+            env=dcmtk_env(),
+        )
+        for n in range(associations)
+    ]
+    for sender in senders:
+        sender.wait()
+    wait_files(out, len(files))
+    return time.perf_counter() - started
+
+
+async def dicom_forwarded(kafka: KafkaSettings, files: list[Path], blobs: BlobStore, out: Path, name: str) -> float:
+    decisions = []
+    for path in files:
+        data = path.read_bytes()
+        reference = blobs.put(data)
+        blank = dict.fromkeys(("series_uid", "sop_instance_uid", "sop_class_uid", "body_part", "view_position",
+                                "study_description", "series_description", "transfer_syntax", "calling_ae",
+                                "called_ae", "peer"), "")  # fmt: skip
+        record = DicomRecord(message_id=new_id(), study_uid=generate_uid(), modality="CT", size=len(data),
+                             blob=reference, **blank)  # fmt: skip
+        decision = RoutingDecision(record.message_id, "dicom", "DICOM^CT", None, None, None, "bench", [name])
+        decisions.append(forwardable(decision, record))
+    started = time.perf_counter()
+    await publish(kafka, decisions)
+    await asyncio.to_thread(wait_files, out, len(files))
+    return time.perf_counter() - started
+
+
+async def run(kafka: KafkaSettings, home: Path, args: argparse.Namespace) -> list[str]:
+    await ensure_topics(kafka)
+    receiver, down = Receiver(), Receiver()
+    await receiver.start()
+    pacs_port = free_port()
+    direct_dir, forward_dir = home / "scp-direct", home / "scp-forward"
+    direct_port = free_port()
+    scp_direct = storescp(direct_dir, direct_port)
+    scp_forward = storescp(forward_dir, pacs_port)
+    tag = os.urandom(3).hex()
+    c = args.connections
+    forwarder = start_forwarder(kafka, home, (
+        "destinations:\n"
+        f"  ehr-{tag}: {{type: mllp, host: 127.0.0.1, port: {receiver.port}, concurrency: {c}}}\n"
+        f"  down-{tag}: {{type: mllp, host: 127.0.0.1, port: {down.port}, concurrency: {c},"
+        " breaker: {failures: 2, open_seconds: 0.5, max_open_seconds: 1}}\n"
+        f"  pacs-{tag}: {{type: dicom, host: 127.0.0.1, port: {pacs_port}, called_ae: STORESCP, concurrency: 4}}\n"
+    ))  # fmt: skip
+    rows = []
+    try:
+        await forwarded(kafka, receiver, messages(50, "W"), f"ehr-{tag}")  # the group has joined, connections open
+        payloads = messages(args.messages, "D")
+        ref = await direct(receiver, payloads, c)
+        got = await forwarded(kafka, receiver, messages(args.messages, "F"), f"ehr-{tag}")
+        n = args.messages
+        rows.append(_row("MLLP direct (medroute's client)", f"{c} connections", n, f"{n / ref:,.0f} msg/s", 1.0))
+        rows.append(_row("**MLLP forwarded**", f"concurrency {c}", n, f"**{n / got:,.0f} msg/s**", ref / got))
+
+        files = ct_files(home / "ct", args.images)
+        blobs = BlobStore(home / "blobs", BLOB_KEY)
+        warm = ct_files(home / "ct-warm", 8)
+        await dicom_forwarded(kafka, warm, blobs, forward_dir, f"pacs-{tag}")
+        for path in forward_dir.iterdir():
+            path.unlink()
+        ref = dicom_direct(files, direct_port, direct_dir)
+        got = await dicom_forwarded(kafka, files, blobs, forward_dir, f"pacs-{tag}")
+        n = args.images
+        rows.append(_row("DICOM direct: storescu -> storescp", "4 associations", n, f"{n / ref:,.1f} img/s", 1.0))
+        rows.append(_row("**DICOM forwarded** (blob store -> storescp)", "4 associations", n,
+                         f"**{n / got:,.1f} img/s**", ref / got))  # fmt: skip
+
+        await publish(kafka, hl7_decisions(messages(args.backlog, "B"), f"down-{tag}"))
+        await asyncio.sleep(3)  # the forwarder has read them and finds the receiver down
+        await down.start()
+        started = time.perf_counter()
+        await down.wait_for(args.backlog)
+        drained = time.perf_counter() - started
+        n = args.backlog
+        rows.append(_row("**backlog drain** (MLLP receiver back after an outage)", f"concurrency {c}", n,
+                         f"**{drained:.1f} s** ({n / drained:,.0f} msg/s)", None))  # fmt: skip
+    finally:
+        forwarder.terminate()
+        forwarder.wait(30)
+        for process in (scp_direct, scp_forward):
+            process.terminate()
+        await receiver.stop()
+        await down.stop()
+    return rows
+
+
+def _row(run: str, parallelism: str, items: int, rate: str, ratio: float | None) -> str:
+    return f"| {run} | {parallelism} | {items} | {rate} | {'-' if ratio is None else f'{ratio:.2f}'} |"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=3000)
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--backlog", type=int, default=5000)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="medroute-bench-forward-") as tmp:
+        home = Path(tmp)
+        broker, bootstrap = broker_unless_configured(home / "kafka")
+        try:
+            rows = asyncio.run(run(KafkaSettings(bootstrap=bootstrap), home, args))
+        finally:
+            if broker is not None:
+                broker.stop()
+    print("| run | parallelism | items | rate | ratio to direct |")
+    print("|---|---|---|---|---|")
+    print("\n".join(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

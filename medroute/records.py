@@ -58,7 +58,7 @@ def _layout(cls: type) -> tuple[tuple[str, ...], frozenset[str]]:
     """Field names of a record class, and those holding bytes (read once per class: this runs per
     message on the listener's acknowledge path and several times per record in the worker)."""
     names = tuple(f.name for f in fields(cls))
-    return names, frozenset(f.name for f in fields(cls) if f.type in ("bytes", bytes, "bytes | None"))
+    return names, frozenset(f.name for f in fields(cls) if f.type in ("bytes", bytes))
 
 
 class _JsonRecord:
@@ -137,15 +137,15 @@ class RoutingDecision(_JsonRecord):
     # Set when part of the item could not be read, e.g. "extraction_failed" (an embedded document).
     reason: str | None = None
     replay_id: str | None = None
-    # Replayed decisions only: where the decided record sits, "topic:partition:offset".
+    # Where the decided record sits, "topic:partition:offset" (live and replayed decisions; the forwarders
+    # read an HL7 message's bytes there).
     source_offset: str | None = None
     schema: int = SCHEMA_VERSION
     # For the forwarders (set by the worker when it publishes): the ordering key, a keyed hash of the
     # patient identifier (HL7) or the Study Instance UID (DICOM), which is also the record's Kafka key, so
-    # one patient's or study's decisions stay in order on one partition; the item itself, the HL7 message's
-    # raw bytes or the DICOM dataset's blob reference.
+    # one patient's or study's decisions stay in order on one partition; for an image, the dataset's blob
+    # reference (a digest). No PHI: the HL7 bytes stay on hl7.inbound, at source_offset.
     order_key: str | None = None
-    item: bytes | None = None
     blob: str | None = None
 
 

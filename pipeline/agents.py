@@ -60,9 +60,9 @@ class BatchHandler:
         self.executor = executor
 
     async def handle(self, events: Sequence[EventT]) -> None:
-        # Each outcome is kept with its source partition and the identity the ledger knows it by.
-        outcomes: list[tuple[int, str, Outcome]] = []
-        fresh: list[tuple[int, Any]] = []
+        # Each outcome is kept with its source partition, the identity the ledger knows it by and its place.
+        outcomes: list[tuple[int, str, Outcome, str]] = []
+        fresh: list[tuple[int, Any, str]] = []
         seen: set[str] = set()
         for event in events:
             message = event.message
@@ -74,20 +74,21 @@ class BatchHandler:
                 log.info("duplicate_skipped", message=hash_id(identity), partition=message.partition)
                 continue
             seen.add(identity)
+            place = f"{message.topic}:{message.partition}:{message.offset}"
             if isinstance(item, Rejected):
-                outcomes.append((message.partition, identity, item))
+                outcomes.append((message.partition, identity, item, place))
             else:
-                fresh.append((message.partition, item))
+                fresh.append((message.partition, item, place))
         if fresh:
             loop = asyncio.get_running_loop()
-            decided = await loop.run_in_executor(self.executor, self._process, [r for _, r in fresh])
-            outcomes.extend((p, r.message_id, o) for (p, r), o in zip(fresh, decided, strict=True))
+            decided = await loop.run_in_executor(self.executor, self._process, [r for _, r, _ in fresh])
+            outcomes.extend((p, r.message_id, o, at) for (p, r, at), o in zip(fresh, decided, strict=True))
         if not outcomes:
             return
-        await self.publisher.publish([m for _, _, outcome in outcomes for m in messages_for(outcome)])
-        await self.publisher.publish(self.ledger.record([(i, o, p) for p, i, o in outcomes]))
+        await self.publisher.publish([m for _, _, outcome, at in outcomes for m in messages_for(outcome, at)])
+        await self.publisher.publish(self.ledger.record([(i, o, p) for p, i, o, _ in outcomes]))
         now = datetime.now(UTC)
-        for _, _, outcome in outcomes:
+        for _, _, outcome, _ in outcomes:
             _observe(outcome, now)
 
     def _process(self, records: list[Any]) -> list[Outcome]:

@@ -44,6 +44,7 @@ class Prepared:
 
     model_input: Any
     content: Content
+    order_key: str | None = None  # a keyed hash of the patient or study (see pipeline.publish.forwardable)
 
 
 class Feed(ABC, Generic[R]):
@@ -101,7 +102,7 @@ class Feed(ABC, Generic[R]):
                 continue
             facts = self.facts(record, item.content, classification)
             decision = decide(record.message_id, facts, classification, self.rules, self.reason_of(item.content))
-            outcomes.append(Decided(record, classification, decision, item.content))
+            outcomes.append(Decided(record, classification, decision, item.content, item.order_key))
         return outcomes
 
     def reject(self, record: R, reason: str, detail: str) -> Rejected:

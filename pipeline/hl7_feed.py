@@ -11,12 +11,13 @@ from typing import ClassVar
 
 import structlog
 
+from formats.hl7.message import read_lenient
 from medroute.config import HL7_INBOUND
 from medroute.logs import hash_id
 from medroute.records import Hl7Record
 from pipeline import metrics
 from pipeline.classify import Classification
-from pipeline.extract import ExtractedText, extract_text
+from pipeline.extract import ExtractedText, text_of
 from pipeline.feed import Feed, Prepared
 from pipeline.outcomes import Content, Rejected
 from pipeline.routing import EXTRACTION_FAILED, RouteFacts, hl7_facts
@@ -32,7 +33,8 @@ class Hl7Feed(Feed[Hl7Record]):
 
     def prepare(self, record: Hl7Record) -> Prepared | Rejected:
         try:
-            extracted = extract_text(record)
+            message = read_lenient(record.text())
+            extracted = text_of(message, record.encoding)
         except (UnicodeDecodeError, LookupError) as exc:
             detail = f"the stored bytes do not decode as {record.encoding!r} ({type(exc).__name__})"
             return self.reject(record, "undecodable", detail)
@@ -42,7 +44,9 @@ class Hl7Feed(Feed[Hl7Record]):
             return self.reject(record, "extract_failed", f"text extraction failed ({type(exc).__name__})")
         if extracted.failures:
             metrics.EXTRACTION_FAILURES.inc()
-        return Prepared(extracted.text or None, extracted)
+        # Deliveries of one patient's messages keep their order (the listener keys hl7.inbound the same way).
+        order_key = hash_id(message.patient_id or record.control_id or record.message_id)
+        return Prepared(extracted.text or None, extracted, order_key)
 
     def facts(self, record: Hl7Record, content: Content, classification: Classification | None) -> RouteFacts:
         assert isinstance(content, ExtractedText)

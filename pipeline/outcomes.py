@@ -41,6 +41,7 @@ class Decided:
     classification: Classification | None
     decision: RoutingDecision
     content: Content = None
+    order_key: str | None = None  # what orders the item's deliveries: a keyed hash of its patient or study
 
     @property
     def message_id(self) -> str:

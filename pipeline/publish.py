@@ -12,12 +12,10 @@ from typing import Protocol
 
 import faust
 
-from formats.hl7.message import read_lenient
 from medroute.config import AUDIT_EVENTS, ROUTING_DECISIONS
-from medroute.logs import hash_id
-from medroute.records import DicomRecord, Hl7Record, RoutingDecision
+from medroute.records import DicomRecord, RoutingDecision
 from pipeline.audit import events_for
-from pipeline.outcomes import Outcome, Rejected
+from pipeline.outcomes import Decided, Outcome, Rejected
 
 
 @dataclass(frozen=True)
@@ -33,8 +31,9 @@ class Publisher(Protocol):
         """Return only when every message is stored (acks=all); raise if any is not."""
 
 
-def messages_for(outcome: Outcome) -> list[Outbound]:
-    """The decision (or dead letter) and the audit events of one outcome.
+def messages_for(outcome: Outcome, source_offset: str | None = None) -> list[Outbound]:
+    """The decision (or dead letter) and the audit events of one outcome; ``source_offset`` is where the
+    decided record sits (``topic:partition:offset``).
 
     Audit events and dead letters are keyed by message id; a decision by its ordering key (see
     :func:`forwardable`), so that the forwarders see one patient's or one study's decisions in order.
@@ -44,28 +43,19 @@ def messages_for(outcome: Outcome) -> list[Outbound]:
         primary = Outbound(outcome.topic, key, outcome.dead_letter.to_json())
     else:
         key = outcome.message_id.encode()
-        decision = forwardable(outcome.decision, outcome.record)
+        decision = forwardable(outcome, source_offset)
         primary = Outbound(ROUTING_DECISIONS, (decision.order_key or outcome.message_id).encode(), decision.to_json())
     return [primary, *(Outbound(AUDIT_EVENTS, key, event.to_json()) for event in events_for(outcome))]
 
 
-def order_key(record: Hl7Record | DicomRecord) -> str | None:
-    """A keyed hash (no PHI on the topic's keys) of what orders deliveries: the patient (PID-3, else the
-    message's control id, as the listener keys ``hl7.inbound``) or the study."""
-    if isinstance(record, DicomRecord):
-        return hash_id(record.study_uid)
-    try:
-        patient = read_lenient(record.text()).patient_id
-    except (UnicodeDecodeError, LookupError):
-        patient = None
-    return hash_id(patient or record.control_id or record.message_id)
-
-
-def forwardable(decision: RoutingDecision, record: Hl7Record | DicomRecord) -> RoutingDecision:
-    """The decision with what a forwarder needs: its ordering key and the item (HL7 bytes, DICOM blob)."""
-    if isinstance(record, DicomRecord):
-        return replace(decision, order_key=order_key(record), blob=record.blob)
-    return replace(decision, order_key=order_key(record), item=record.raw)
+def forwardable(outcome: Decided, source_offset: str | None) -> RoutingDecision:
+    """The decision with what a forwarder needs, and no PHI: its ordering key (a keyed hash of the patient or
+    the study, also its Kafka key), where the item's record sits, and for an image the blob reference (a
+    digest). The forwarders read the HL7 message's bytes from the inbound record, so decisions stay free
+    of report text and identifiers."""
+    decision = replace(outcome.decision, order_key=outcome.order_key, source_offset=source_offset)
+    record = outcome.record
+    return replace(decision, blob=record.blob) if isinstance(record, DicomRecord) else decision
 
 
 class FaustPublisher:

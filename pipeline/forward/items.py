@@ -1,21 +1,26 @@
-"""The item behind a decision: the HL7 message's bytes (carried in the decision) or the DICOM Part-10 file
-(read and decrypted from the blob store the decision names), with the fields a file name may use."""
+"""The item behind a decision: the HL7 message's bytes (read from its record on ``hl7.inbound``, where the
+decision's ``source_offset`` points) or the DICOM Part-10 file (read and decrypted from the blob store the
+decision names), with the fields a file name may use. Decisions carry no PHI; the items do."""
 
 from __future__ import annotations
 
 import asyncio
 import io
-import json
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Protocol
 
 import pydicom
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 from pydicom.errors import InvalidDicomError
 
 from formats.hl7.message import read_lenient
-from medroute.records import RoutingDecision
+from medroute.config import KafkaSettings
+from medroute.kafka.client import consumer
+from medroute.records import Hl7Record, RoutingDecision
 from medroute.sealing import BlobError
 from pipeline.forward.errors import PermanentError, RetryableError
 
@@ -47,10 +52,8 @@ class Item:
         return self.decision.message_id
 
     def decision_body(self) -> bytes:
-        """The decision as JSON without the item's bytes, for receivers that asked for the decision."""
-        data = self.decision.to_dict()
-        data.pop("item", None)
-        return json.dumps(data, separators=(",", ":")).encode()
+        """The decision as JSON, for receivers that asked for the decision."""
+        return self.decision.to_json()
 
     @cached_property
     def control_id(self) -> str:
@@ -93,17 +96,81 @@ class Item:
         return fields
 
 
+class InboundRecords:
+    """Records of ``hl7.inbound`` read by their place, with a group-less consumer of its own.
+
+    Decisions reach a forwarder in about the order of their records, so each read keeps what came with it
+    (the rest of the fetched batch): the next items are then in memory, and a backlog costs a fetch per
+    batch, not one per item.
+    """
+
+    def __init__(self, kafka: KafkaSettings, keep: int = 20_000) -> None:
+        self._kafka = kafka
+        self._keep = keep
+        self._consumer: AIOKafkaConsumer | None = None
+        self._lock = asyncio.Lock()
+        self._records: OrderedDict[tuple[str, int, int], bytes] = OrderedDict()
+
+    async def start(self) -> None:
+        self._consumer = consumer(self._kafka, max_partition_fetch_bytes=4 * 1024 * 1024)
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def get(self, place: str) -> bytes:
+        """The value of the record at ``topic:partition:offset``; raises :class:`PermanentError` when the
+        log no longer holds it (retention) and :class:`RetryableError` when Kafka does not answer."""
+        topic, partition, offset = _place(place)
+        wanted = (topic, partition, offset)
+        async with self._lock:
+            if wanted not in self._records:
+                await self._fetch(TopicPartition(topic, partition), offset)
+            value = self._records.get(wanted)
+        if value is None:
+            raise PermanentError("item_missing", f"{place} is no longer in the log")
+        return value
+
+    async def _fetch(self, tp: TopicPartition, offset: int) -> None:
+        assert self._consumer is not None, "start() first"
+        if tp not in self._consumer.assignment():
+            self._consumer.assign([*self._consumer.assignment(), tp])
+        self._consumer.seek(tp, offset)
+        try:
+            batches = await asyncio.wait_for(self._consumer.getmany(tp, timeout_ms=2000), 10)
+        except (KafkaError, TimeoutError) as exc:
+            raise RetryableError("kafka_unavailable", f"cannot read {tp.topic}: {type(exc).__name__}") from None
+        for record in batches.get(tp, []):
+            self._records[(tp.topic, tp.partition, record.offset)] = record.value
+        while len(self._records) > self._keep:
+            self._records.popitem(last=False)
+
+
+def _place(place: str) -> tuple[str, int, int]:
+    try:
+        topic, partition, offset = place.rsplit(":", 2)
+        return topic, int(partition), int(offset)
+    except ValueError:
+        raise PermanentError("item_missing", "the decision names no readable source record") from None
+
+
 class ItemSource:
     """Finds the item of a decision; the blob store is read in a thread (disk or S3, then AES-GCM)."""
 
-    def __init__(self, blobs: BlobSource | None) -> None:
+    def __init__(self, blobs: BlobSource | None, inbound: InboundRecords | None) -> None:
         self._blobs = blobs
+        self._inbound = inbound
 
     async def item(self, decision: RoutingDecision) -> Item:
         if decision.kind == "hl7":
-            if decision.item is None:
-                raise PermanentError("item_missing", "the decision carries no HL7 message")
-            return Item(decision, decision.item)
+            if not decision.source_offset or self._inbound is None:
+                raise PermanentError("item_missing", "the decision names no source record")
+            value = await self._inbound.get(decision.source_offset)
+            try:
+                return Item(decision, Hl7Record.from_json(value).raw)
+            except (ValueError, TypeError) as exc:
+                raise PermanentError("item_unreadable", f"the source record is not an Hl7Record ({exc})") from None
         if not decision.blob:
             raise PermanentError("item_missing", "the decision names no blob")
         if self._blobs is None:

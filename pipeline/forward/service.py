@@ -28,7 +28,7 @@ from medroute.sealing import BlobError
 from pipeline.forward import status
 from pipeline.forward.destinations import Destination, Destinations, DestinationsError, load_destinations
 from pipeline.forward.forwarder import ACTOR, Forwarder, Sender
-from pipeline.forward.items import BlobSource, ItemSource
+from pipeline.forward.items import BlobSource, InboundRecords, ItemSource
 from pipeline.forward.ledger import DeliveredLedger
 from pipeline.forward.senders import make_sender
 from pipeline.forward.settings import ForwardSettings
@@ -54,7 +54,8 @@ class ForwardService:
         self._kafka = kafka
         self._settings = settings
         self._destinations = destinations
-        self._items = ItemSource(blobs)
+        self._inbound = InboundRecords(kafka)
+        self._items = ItemSource(blobs, self._inbound)
         self._running: dict[str, _Running] = {}
         self._stopping = asyncio.Event()
         self._producer: AIOKafkaProducer | None = None
@@ -67,6 +68,7 @@ class ForwardService:
         await ensure_topics(self._kafka)
         self._producer = durable_producer(self._kafka)
         await self._producer.start()
+        await self._inbound.start()
         try:
             for destination in self._destinations:
                 self._start(destination)
@@ -87,6 +89,7 @@ class ForwardService:
             forwarders = self.forwarders
             await asyncio.gather(*(self._stop(name) for name in list(self._running)))
             await status.publish(self._producer, forwarders, stopped=True)
+            await self._inbound.stop()
             await self._producer.stop()
 
     def stop(self) -> None:

@@ -15,15 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from formats.hl7.record import record_of_bytes
+from listeners.dicom.events import file_record
 from medroute.blobstore import BlobStore
-from medroute.config import REPO_ROOT, ROUTING_DECISIONS, KafkaSettings
-from medroute.kafka.client import durable_producer
+from medroute.config import REPO_ROOT, KafkaSettings
 from medroute.ports import free_port, wait_for_port
-from medroute.records import DicomRecord, RoutingDecision
-from pipeline.publish import forwardable
+from pipeline.outcomes import Decided
 from tests.integration.conftest import DICOM_TEST_BLOB_KEY
 from tests.integration.dicom_peers import dcmtk_env
 from tests.integration.processes import ChildProcess
+from tools.benchmarks.common import decided_item, publish_decided
 
 
 def hl7_message(n: int, patient: str) -> bytes:
@@ -34,43 +34,20 @@ def hl7_message(n: int, patient: str) -> bytes:
     ).encode()
 
 
-def hl7_decision(raw: bytes, destinations: list[str]) -> RoutingDecision:
-    """The decision the worker would publish for ``raw`` (key, item and all)."""
-    record = record_of_bytes(raw)
-    decision = RoutingDecision(record.message_id, "hl7", "ORU^R01^ORU_R01", None, None, None, "test", destinations)
-    return forwardable(decision, record)
+def hl7_decision(raw: bytes, destinations: list[str]) -> Decided:
+    """The item as the listener stores it and its decision as the worker makes it (for the forwarder)."""
+    return decided_item(record_of_bytes(raw), destinations, rule="test")
 
 
-def dicom_decision(path: Path, blobs: BlobStore, destinations: list[str]) -> RoutingDecision:
+def dicom_decision(path: Path, blobs: BlobStore, destinations: list[str]) -> Decided:
     """The decision for a file stored in ``blobs`` as the listener stores it (Part-10 bytes)."""
-    import pydicom
-
     data = path.read_bytes()
-    ds = pydicom.dcmread(path, stop_before_pixels=True)
-    reference = blobs.put(data)
-    record = DicomRecord(
-        message_id=f"d{time.time_ns()}", study_uid=str(ds.StudyInstanceUID), series_uid=str(ds.SeriesInstanceUID),
-        sop_instance_uid=str(ds.SOPInstanceUID), sop_class_uid=str(ds.SOPClassUID), modality=str(ds.Modality),
-        body_part="", view_position="", study_description="", series_description="",
-        transfer_syntax=str(ds.file_meta.TransferSyntaxUID), size=len(data), blob=reference, calling_ae="T",
-        called_ae="MEDROUTE", peer="127.0.0.1",
-    )  # fmt: skip
-    decision = RoutingDecision(record.message_id, "dicom", "DICOM^CT", None, None, None, "images", destinations)
-    return forwardable(decision, record)
+    return decided_item(file_record(data, blobs.put(data), "127.0.0.1"), destinations, rule="images")
 
 
-async def publish(kafka: KafkaSettings, decisions: Iterable[RoutingDecision]) -> None:
-    producer = durable_producer(kafka)
-    await producer.start()
-    try:
-        sends = [await producer.send(ROUTING_DECISIONS, d.to_json(), key=d.order_key.encode()) for d in decisions]
-        await asyncio.gather(*sends)
-    finally:
-        await producer.stop()
-
-
-def publish_sync(kafka: KafkaSettings, decisions: Iterable[RoutingDecision]) -> None:
-    asyncio.run(publish(kafka, list(decisions)))
+def publish_sync(kafka: KafkaSettings, decided: Iterable[Decided]) -> None:
+    """Each item's inbound record, then its decision pointing at it, as the worker publishes them."""
+    asyncio.run(publish_decided(kafka, list(decided)))
 
 
 @dataclass

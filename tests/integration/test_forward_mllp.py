@@ -133,7 +133,7 @@ def test_a_receiver_that_answers_ae_ends_with_every_item_dead_lettered(module: M
     found = letters(read_topic_sync(module.kafka, FORWARD_DEADLETTER, until=lambda rs: len(letters(rs)) >= 8))
     assert Counter(r["message_id"] for r in found) == Counter(dict.fromkeys(ids, 1))
     assert {(r["reason"], r["attempts"], r["destination"]) for r in found} == {("refused", 1, f"ehr-ae-{module.tag}")}
-    assert all(r["detail"].startswith("AE") and r["decision"]["item"] for r in found)
+    assert all(r["detail"].startswith("AE") and r["decision"]["source_offset"] for r in found)
     assert Counter(c for _, c, _ in module.ae.received()) == Counter(raw.split(b"|")[9].decode() for raw in sent)
 
 

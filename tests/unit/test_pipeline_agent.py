@@ -77,7 +77,7 @@ async def test_one_decision_per_record_and_none_for_a_duplicate(harness) -> None
     decisions = publisher.on(ROUTING_DECISIONS)
     assert sorted(d["message_id"] for d in decisions) == ["m-adt", "m-mdm", "m-oru"]
     by_id = {d["message_id"]: RoutingDecision.from_dict({k: v for k, v in d.items() if k != "_key"}) for d in decisions}
-    assert all(d["_key"] == d["order_key"] and d["item"] for d in decisions)  # keyed by patient, item inside
+    assert all(d["_key"] == d["order_key"] and d["source_offset"].startswith("hl7.inbound:") for d in decisions)
     assert (by_id["m-oru"].label, by_id["m-oru"].rule, by_id["m-oru"].destinations) == (
         "radiology_report",
         "radiology-reports",

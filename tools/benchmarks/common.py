@@ -18,8 +18,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from medroute.config import HL7_INBOUND, REPO_ROOT, KafkaSettings, child_environment
+from formats.hl7.message import read_lenient
+from medroute.config import DICOM_INBOUND, HL7_INBOUND, REPO_ROOT, ROUTING_DECISIONS, KafkaSettings, child_environment
 from medroute.kafka.client import durable_producer
+from medroute.logs import hash_id
+from medroute.records import DicomRecord, Hl7Record, RoutingDecision
+from pipeline.outcomes import Decided
+from pipeline.publish import forwardable
 from shell.samples import sample_messages
 
 # The broker's JVM needs some 20,000 requests before its hot paths are compiled (its send rate
@@ -201,3 +206,39 @@ def write_json(path: str | None, figures: dict[str, Any]) -> None:
         text = json.dumps(_strict(figures), indent=2, sort_keys=True, allow_nan=False)
         Path(path).write_text(text + "\n", encoding="utf-8")
         print(f"\nfigures written to {path}")
+
+
+async def publish_decided(kafka: KafkaSettings, decided: Sequence[Decided]) -> None:
+    """Store each item's inbound record, then its decision as the worker publishes it (keyed by its order
+    key, pointing at the record): what a forwarder reads, without running a listener and a worker."""
+    producer = durable_producer(kafka, linger_ms=5)
+    await producer.start()
+    try:
+        inbound = [
+            await producer.send(
+                HL7_INBOUND if isinstance(item.record, Hl7Record) else DICOM_INBOUND,
+                item.record.to_json(),
+                key=(item.order_key or item.message_id).encode(),
+            )
+            for item in decided
+        ]
+        places = [f"{meta.topic}:{meta.partition}:{meta.offset}" for meta in await asyncio.gather(*inbound)]
+        sends = []
+        for item, place in zip(decided, places, strict=True):
+            decision = forwardable(item, place)
+            sends.append(await producer.send(ROUTING_DECISIONS, decision.to_json(), key=decision.order_key.encode()))
+        await asyncio.gather(*sends)
+    finally:
+        await producer.stop()
+
+
+def decided_item(record: Hl7Record | DicomRecord, destinations: list[str], rule: str = "bench") -> Decided:
+    """A metadata-only decision of ``record`` for ``destinations``, ordered as the worker orders it."""
+    if isinstance(record, DicomRecord):
+        kind, message_type, order_key = "dicom", f"DICOM^{record.modality}", hash_id(record.study_uid)
+    else:
+        patient = read_lenient(record.text()).patient_id
+        kind, message_type = "hl7", record.message_type
+        order_key = hash_id(patient or record.control_id or record.message_id)
+    decision = RoutingDecision(record.message_id, kind, message_type, None, None, None, rule, destinations)
+    return Decided(record, None, decision, None, order_key)

@@ -37,14 +37,14 @@ from formats.hl7.mllp import Frame, MllpDecoder, wrap
 from formats.hl7.mllp_client import MllpClient
 from formats.hl7.record import record_of_bytes
 from medroute.blobstore import BlobStore
-from medroute.config import ROUTING_DECISIONS, KafkaSettings, child_environment
-from medroute.kafka.client import durable_producer
+from medroute.config import KafkaSettings, child_environment
 from medroute.kafka.topics import ensure_topics
 from medroute.ports import free_port, wait_for_port
-from medroute.records import DicomRecord, RoutingDecision, new_id
-from pipeline.publish import forwardable
+from medroute.records import DicomRecord, new_id
+from pipeline.outcomes import Decided
 from shell.broker import broker_unless_configured
 from shell.samples import sample_messages
+from tools.benchmarks.common import decided_item, publish_decided
 
 BLOB_KEY = bytes(range(32))
 
@@ -105,29 +105,14 @@ async def direct(receiver: Receiver, payloads: list[bytes], connections: int) ->
     return time.perf_counter() - started
 
 
-async def publish(kafka: KafkaSettings, decisions: list[RoutingDecision]) -> None:
-    producer = durable_producer(kafka, linger_ms=5)
-    await producer.start()
-    try:
-        sends = [await producer.send(ROUTING_DECISIONS, d.to_json(), key=d.order_key.encode()) for d in decisions]
-        await asyncio.gather(*sends)
-    finally:
-        await producer.stop()
-
-
-def hl7_decisions(payloads: list[bytes], destination: str) -> list[RoutingDecision]:
-    result = []
-    for raw in payloads:
-        record = record_of_bytes(raw)
-        decision = RoutingDecision(record.message_id, "hl7", "", None, None, None, "bench", [destination])
-        result.append(forwardable(decision, record))
-    return result
+def hl7_decisions(payloads: list[bytes], destination: str) -> list[Decided]:
+    return [decided_item(record_of_bytes(raw), [destination]) for raw in payloads]
 
 
 async def forwarded(kafka: KafkaSettings, receiver: Receiver, payloads: list[bytes], destination: str) -> float:
     before = receiver.count
     started = time.perf_counter()
-    await publish(kafka, hl7_decisions(payloads, destination))
+    await publish_decided(kafka, hl7_decisions(payloads, destination))
     await receiver.wait_for(before + len(payloads))
     return time.perf_counter() - started
 
@@ -200,10 +185,9 @@ async def dicom_forwarded(kafka: KafkaSettings, files: list[Path], blobs: BlobSt
                                 "called_ae", "peer"), "")  # fmt: skip
         record = DicomRecord(message_id=new_id(), study_uid=generate_uid(), modality="CT", size=len(data),
                              blob=reference, **blank)  # fmt: skip
-        decision = RoutingDecision(record.message_id, "dicom", "DICOM^CT", None, None, None, "bench", [name])
-        decisions.append(forwardable(decision, record))
+        decisions.append(decided_item(record, [name]))
     started = time.perf_counter()
-    await publish(kafka, decisions)
+    await publish_decided(kafka, decisions)
     await asyncio.to_thread(wait_files, out, len(files))
     return time.perf_counter() - started
 
@@ -249,7 +233,7 @@ async def run(kafka: KafkaSettings, home: Path, args: argparse.Namespace) -> lis
         rows.append(_row("**DICOM forwarded** (blob store -> storescp)", "4 associations", n,
                          f"**{n / got:,.1f} img/s**", ref / got))  # fmt: skip
 
-        await publish(kafka, hl7_decisions(messages(args.backlog, "B"), f"down-{tag}"))
+        await publish_decided(kafka, hl7_decisions(messages(args.backlog, "B"), f"down-{tag}"))
         await asyncio.sleep(3)  # the forwarder has read them and finds the receiver down
         await down.start()
         started = time.perf_counter()

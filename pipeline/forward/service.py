@@ -66,7 +66,8 @@ class ForwardService:
 
     async def run(self) -> None:
         await ensure_topics(self._kafka)
-        self._producer = durable_producer(self._kafka)
+        # Ledger entries and audit events of items finished together leave in few produce requests.
+        self._producer = durable_producer(self._kafka, linger_ms=5)
         await self._producer.start()
         await self._inbound.start()
         try:

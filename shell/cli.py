@@ -105,6 +105,7 @@ TOOL_VERBS = {
     "batch": ("tools.operations.batch", "classify every file of a directory (no Kafka): JSONL + CSV results"),
     "web": ("web.cli", "the web UI and REST API on port 7860 (`web user add`, `web token add`: accounts)"),
     "config": ("shell.configuration", "`config check`: validate this environment; `config reference`: write the docs"),
+    "health": ("shell.health", "is this process serving? (container and Kubernetes health checks; exit 0/1)"),
 }
 # The packages of the `train` extra (pyproject.toml): a lean install has none of them.
 TRAIN_PACKAGES = frozenset(

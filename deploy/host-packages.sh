@@ -10,6 +10,7 @@ command -v mvn >/dev/null || need+=(maven)
 python3 -c "import venv, ensurepip" 2>/dev/null || need+=(python3-venv)
 if [ "${1:-run}" = test ]; then
   command -v storescu >/dev/null || need+=(dcmtk)  # DICOM peers for the integration tests
+  command -v systemd-analyze >/dev/null || need+=(systemd)  # `systemd-analyze verify` of deploy/systemd
   # The web UI's browser tests: Debian's Chromium and its driver, and a CJK font for Chinese text.
   command -v chromium >/dev/null || need+=(chromium)
   command -v chromedriver >/dev/null || need+=(chromium-driver)

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 
 UNITS = Path("/etc/systemd/system")
+PORTS = {"medroute-mllp": "MEDROUTE_MLLP_PORT", "medroute-dicom": "MEDROUTE_DICOM_PORT",
+         "medroute-web": "MEDROUTE_HTTP_PORT", "medroute-worker@1": "MEDROUTE_WORKER_WEB_PORT"}  # fmt: skip
 ORDER = ["medroute-kafka", "medroute-topics", "medroute-mllp", "medroute-dicom", "medroute-worker@1", "medroute-web"]
 
 
@@ -102,8 +104,7 @@ def main() -> int:
             log = open(scratch / f"{name}.log", "wb")  # noqa: SIM115 - open while the child runs
             process = subprocess.Popen(command, env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
             started.append((name, process, entries, env))
-            port = {"medroute-mllp": "MEDROUTE_MLLP_PORT", "medroute-dicom": "MEDROUTE_DICOM_PORT",
-                    "medroute-web": "MEDROUTE_HTTP_PORT", "medroute-worker@1": "MEDROUTE_WORKER_WEB_PORT"}[name]  # fmt: skip
+            port = PORTS[name]
             wait_for(int(env[port]), 120, process)
             health = subprocess.run([entries["ExecStart"][0].split()[0], "health", name.split("-")[1].split("@")[0]],
                                     env=env, capture_output=True, text=True)  # fmt: skip

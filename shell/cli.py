@@ -116,15 +116,15 @@ TRAIN_PACKAGES = frozenset(
 def run_tool(module: str, argv: Sequence[str]) -> int:
     import importlib
 
+    # The modelling tools import their training packages where they use them: at import or at run time.
     try:
-        tool = importlib.import_module(module)
+        return importlib.import_module(module).main(list(argv)) or 0
     except ModuleNotFoundError as exc:
         if (exc.name or "").partition(".")[0] not in TRAIN_PACKAGES:
             raise
         print(f"medroute {module.rpartition('.')[2]} needs the training packages ({exc.name} is missing): "
               "pip install 'medroute[train]'", file=sys.stderr)  # fmt: skip
         return 2
-    return tool.main(list(argv)) or 0
 
 
 def build_parser() -> argparse.ArgumentParser:

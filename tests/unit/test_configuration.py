@@ -174,8 +174,11 @@ def test_run_time_dependencies_have_no_training_packages() -> None:
 def test_training_verb_without_the_extra_says_what_to_install(
     monkeypatch: pytest.MonkeyPatch, tmp_path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (tmp_path / "fake_finetune.py").write_text("import torch\n")
+    (tmp_path / "fake_quantize.py").write_text("import onnx\n")  # at import
+    (tmp_path / "fake_finetune.py").write_text("def main(argv):\n    import torch\n")  # at run time
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setitem(sys.modules, "torch", None)  # as if not installed
-    assert cli.run_tool("fake_finetune", []) == 2
-    assert "pip install 'medroute[train]'" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    for tool in ("fake_quantize", "fake_finetune"):
+        assert cli.run_tool(tool, []) == 2
+        assert "pip install 'medroute[train]'" in capsys.readouterr().err

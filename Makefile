@@ -31,7 +31,7 @@ deploy/kafka/lib/.fetched: deploy/kafka/pom.xml
 	touch $@
 
 up: setup
-	$(BIN)/medroute up
+	$(BIN)/medroute up $(UP_ARGS)
 
 web: setup
 	$(BIN)/medroute web

@@ -32,6 +32,9 @@ SYSTEMD = DEPLOY / "systemd"
 COMPOSE_VARIABLES = {"IMAGE", "WORKERS", "MLLP_PUBLISH", "DICOM_PUBLISH", "WEB_PUBLISH", "KAFKA_HEAP_OPTS"}
 # Verbs the deploy files already name that are being built elsewhere: `medroute forward` (pipeline/forward).
 PENDING_VERBS = {"forward"}
+# A container port's name -> the setting that decides it.
+PORT_SETTINGS = {"mllp": "MEDROUTE_MLLP_PORT", "dicom": "MEDROUTE_DICOM_PORT", "http": "MEDROUTE_HTTP_PORT",
+                 "faust-web": "MEDROUTE_WORKER_WEB_PORT"}  # fmt: skip
 SECRETISH = re.compile(r"PASSWORD|SECRET|TOKEN|_KEY$|SALT", re.IGNORECASE)
 
 
@@ -126,13 +129,18 @@ def test_compose_services_and_settings() -> None:
     known = settings_names()
     medroute = {name: s for name, s in spec["services"].items() if str(s.get("image", "")).startswith("medroute")}
     assert {"topics", "mllp", "dicom", "worker", "web", "forward"} <= set(medroute)
-    assert spec["services"]["kafka"]["image"].startswith("apache/kafka:")
+    tested = re.search(r"<kafka.version>(.+)</kafka.version>", (DEPLOY / "kafka" / "pom.xml").read_text())[1]
+    assert spec["services"]["kafka"]["image"] == f"apache/kafka:{tested}", "the Kafka the tests run"
     assert "kafka-data" in {v.split(":")[0] for v in spec["services"]["kafka"]["volumes"]}
     for name, service in medroute.items():
         assert_verb(service["command"], f"compose service {name}")
         for variable in service.get("environment", {}):
             assert variable in known, f"compose service {name} sets {variable}, not a setting"
     assert medroute["forward"]["profiles"] == ["forward"], "forwarders start only on request until they exist"
+    defaults = {"mllp": "MEDROUTE_MLLP_PORT", "dicom": "MEDROUTE_DICOM_PORT", "web": "MEDROUTE_HTTP_PORT"}
+    for name, setting in defaults.items():
+        published = medroute[name]["ports"][0].rsplit(":", 1)[1]
+        assert published == str(configuration.declared()[setting].default), f"{name} publishes {published}"
     for tls in compose(DEPLOY / "compose.tls.yaml")["services"].values():
         assert set(tls["environment"]) <= known
     for variable in env_file(DEPLOY / ".env.example"):
@@ -192,6 +200,10 @@ def test_workloads_are_probed_hardened_and_configured() -> None:
             assert {env["name"] for env in container.get("env", [])} <= known
             if doc["kind"] == "Deployment":
                 assert "readinessProbe" in container and "livenessProbe" in container, doc["metadata"]["name"]
+                for port in container.get("ports", []):
+                    setting = PORT_SETTINGS[port["name"]]
+                    serves = config["data"].get(setting, configuration.declared()[setting].default)
+                    assert str(port["containerPort"]) == str(serves), f"{doc['metadata']['name']}: {port}"
         if doc["kind"] == "Deployment":
             labels = doc["spec"]["template"]["metadata"]["labels"]
             assert any(budget.items() <= labels.items() for budget in budgets), f"no PDB: {doc['metadata']['name']}"

@@ -4,7 +4,8 @@
 #   kubeconform       deploy/k8s, strict        (go install github.com/yannh/kubeconform/cmd/kubeconform@v0.7.0),
 #                     against kubernetes-validate's schemas (the test extra) made standalone in a temp dir
 #   systemd-analyze   deploy/systemd units      (apt: systemd)
-#   docker compose    deploy/compose*.yaml      (the compose plugin; no engine needed for `config`)
+#   docker compose    deploy/compose*.yaml      (the compose plugin; no engine needed for `config`), else
+#                     Docker Compose's loader, compose-go (deploy/tools/compose-check, with Go)
 # tests/unit/test_deploy.py checks the same files in Python (schemas, settings, probes, hardening) everywhere.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -55,10 +56,18 @@ if command -v systemd-analyze >/dev/null; then
   rm -rf "$units"
 else missing+=(systemd-analyze); fi
 
-if docker compose version >/dev/null 2>&1; then
-  # compose.yaml reads .env; the example stands in for a site's own.
-  (cd deploy && run docker compose --env-file .env.example -f compose.yaml -f compose.tls.yaml config --quiet)
-else missing+=("docker compose"); fi
+if docker compose version >/dev/null 2>&1 || command -v go >/dev/null; then
+  # compose.yaml reads .env: the example stands in for a site's own, in a copy of deploy/.
+  site="$(mktemp -d)"
+  cp deploy/compose*.yaml "$site/" && cp deploy/.env.example "$site/.env"
+  if docker compose version >/dev/null 2>&1; then
+    (cd "$site" && run docker compose -f compose.yaml -f compose.tls.yaml --profile forward config --quiet)
+  else
+    # Docker Compose's own loader (compose-go) where the plugin is not installed.
+    (cd deploy/tools/compose-check && run go run . "$site" "$site/.env" "$site/compose.yaml" "$site/compose.tls.yaml")
+  fi
+  rm -rf "$site"
+else missing+=("docker compose (or go for compose-go)"); fi
 
 [ ${#missing[@]} -gt 0 ] && echo "not installed here (tests/unit/test_deploy.py covers them in Python): ${missing[*]}"
 exit $failed

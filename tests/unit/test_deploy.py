@@ -75,6 +75,8 @@ def test_dockerfile_rules(path: Path) -> None:
     assert users and users[-1].split(":")[0] not in ("root", "0"), "the final stage must run as a non-root user"
     assert any(op == "HEALTHCHECK" and "medroute" in args and "health" in args for op, args in final)
     assert ("ENTRYPOINT", '["medroute"]') in final, "one image, the command picks the role"
+    runs = " ".join(args for op, args in steps if op == "RUN")
+    assert not re.search(r"train|torch|sklearn|scikit", runs), "images classify: no training packages"
     for op, args in steps:
         if op in ("ENV", "ARG"):
             names = re.findall(r"(?:^|\s)([A-Za-z_][A-Za-z0-9_]*)=", " " + args) or [args.split("=")[0]]

@@ -1,15 +1,28 @@
 # The two commands a new user runs: `make up` (everything, with sample traffic) and `make test`.
+# `make up` installs the run-time dependencies only (~490 MB); `make test` and `make setup-train` add the
+# `train` and `test` extras (torch and its CUDA libraries: ~6 GB), which `medroute finetune` etc. need.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup up web test test-unit lint bench-mllp bench-dicom bench-replay bench-decide bench-pipeline bench-web bench-forward clean
+.PHONY: setup setup-train up web test test-unit lint deploy-check bench-mllp bench-dicom bench-replay bench-decide \
+	bench-pipeline bench-web bench-forward clean
 
 setup: $(VENV)/.installed deploy/kafka/lib/.fetched
 
 $(VENV)/.installed: pyproject.toml
+	deploy/host-packages.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	rm -f $(VENV)/.installed-train
+	touch $@
+
+# Training, tests and benchmarks: the train and test extras on top.
+setup-train: $(VENV)/.installed-train deploy/kafka/lib/.fetched
+
+$(VENV)/.installed-train: $(VENV)/.installed
+	deploy/host-packages.sh test
 	$(BIN)/pip install -q -e ".[train,test]"
 	touch $@
 
@@ -18,40 +31,47 @@ deploy/kafka/lib/.fetched: deploy/kafka/pom.xml
 	touch $@
 
 up: setup
-	$(BIN)/medroute up
+	$(BIN)/medroute up $(UP_ARGS)
 
 web: setup
 	$(BIN)/medroute web
 
-test: setup
+test: setup-train
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/medroute config reference --check
 	$(BIN)/pytest
 
-test-unit: setup
+test-unit: setup-train
 	$(BIN)/pytest tests/unit
 
-lint: setup
+lint: setup-train
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/medroute config reference --check
+
+# The deploy files with the real tools where this host has them (hadolint from the test extra; kubeconform,
+# systemd-analyze, docker compose when installed); the unit tests check the same files in Python everywhere.
+deploy-check: setup-train
+	deploy/check.sh
 
 # Options go in ARGS, e.g. `make bench-pipeline ARGS="--duration 10 --latency-duration 5"`.
-bench-mllp: setup
+bench-mllp: setup-train
 	$(BIN)/python -m tools.benchmarks.mllp $(ARGS)
 
-bench-dicom: setup
+bench-dicom: setup-train
 	$(BIN)/python -m tools.benchmarks.dicom $(ARGS)
 
-bench-replay: setup
+bench-replay: setup-train
 	$(BIN)/python -m tools.benchmarks.replay $(ARGS)
 
-bench-decide: setup
+bench-decide: setup-train
 	$(BIN)/python -m tools.benchmarks.decide $(ARGS)
 
-bench-pipeline: setup
+bench-pipeline: setup-train
 	$(BIN)/python -m tools.benchmarks.pipeline $(ARGS)
 
-bench-web: setup
+bench-web: setup-train
 	$(BIN)/python -m tools.benchmarks.web
 
 bench-forward: setup

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from medroute.config import env_str, home_dir
+from medroute.config import BLOB_DIR, BLOB_URL, home_dir
 from medroute.sealing import BlobError, checked_key, digest_of, key_from_env, reference_of, seal, unseal
 
 
@@ -34,14 +34,14 @@ class Blobs(Protocol):
 def from_env() -> Blobs:
     """The configured store: ``MEDROUTE_BLOB_URL`` ``s3://bucket[/prefix]`` for an S3-compatible object store,
     else the directory ``MEDROUTE_BLOB_DIR`` (default ``$MEDROUTE_HOME/blobs``); with the configured key."""
-    url = env_str("MEDROUTE_BLOB_URL")
+    url = BLOB_URL()
     if url:
         try:
             from medroute.blobstore_s3 import S3BlobStore  # boto3 only where S3 is configured
         except ModuleNotFoundError as exc:
             raise BlobError(f"MEDROUTE_BLOB_URL needs {exc.name}: pip install 'medroute[s3]'") from None
         return S3BlobStore.from_env(url, key_from_env())
-    return BlobStore(env_str("MEDROUTE_BLOB_DIR") or home_dir() / "blobs", key_from_env())
+    return BlobStore(BLOB_DIR() or home_dir() / "blobs", key_from_env())
 
 
 class BlobStore:

@@ -26,7 +26,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from medroute.config import env_bool, env_str
+from medroute.config import EC2_METADATA_DISABLED, S3_ENDPOINT, S3_REGION
 from medroute.sealing import BlobError, checked_key, digest_of, reference_of, seal, unseal
 
 CONNECT_TIMEOUT = 5.0
@@ -60,7 +60,7 @@ class S3BlobStore:
         if parsed.scheme != "s3" or not parsed.netloc:
             raise BlobError(f"MEDROUTE_BLOB_URL must be s3://bucket[/prefix], got {url!r}")
         session = botocore.session.get_session()
-        if env_bool("AWS_EC2_METADATA_DISABLED", default=True):
+        if EC2_METADATA_DISABLED():
             # The credential chain's last resort asks the instance-metadata address; on a hospital network
             # that is an address nobody configured, so the chain goes without it.
             session.get_component("credential_provider").remove("iam-role")
@@ -72,8 +72,8 @@ class S3BlobStore:
         )
         client = boto3.session.Session(botocore_session=session).client(
             "s3",
-            endpoint_url=env_str("MEDROUTE_S3_ENDPOINT") or None,
-            region_name=env_str("MEDROUTE_S3_REGION") or "us-east-1",
+            endpoint_url=S3_ENDPOINT() or None,
+            region_name=S3_REGION() or "us-east-1",
             config=config,
         )
         return cls(parsed.netloc, parsed.path, key, client)

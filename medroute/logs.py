@@ -14,13 +14,13 @@ from functools import lru_cache
 
 import structlog
 
-from medroute.config import env_secret, env_str
+from medroute.config import LOG_LEVEL, LOG_SALT
 
 
 @lru_cache(maxsize=1)
 def _keyed() -> hmac.HMAC:
     """HMAC-SHA256 keyed with the site's salt; copied per use, which skips the key schedule."""
-    salt = (env_secret("MEDROUTE_LOG_SALT") or "medroute-default-salt").encode()
+    salt = (LOG_SALT() or "medroute-default-salt").encode()
     return hmac.new(salt, digestmod=hashlib.sha256)
 
 
@@ -34,7 +34,7 @@ def hash_id(value: str | bytes | None) -> str | None:
 
 
 def configure_logging(component: str) -> None:
-    level = getattr(logging, (env_str("MEDROUTE_LOG_LEVEL", "INFO") or "INFO").upper(), logging.INFO)
+    level = getattr(logging, (LOG_LEVEL() or "INFO").upper(), logging.INFO)
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(message)s")
     structlog.configure(
         processors=[

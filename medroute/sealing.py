@@ -29,7 +29,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from medroute.config import env_str, home_dir
+from medroute.config import BLOB_KEY, BLOB_KEY_FILE, home_dir
 
 MAGIC = b"MRB1"
 NONCE_BYTES = 12
@@ -62,11 +62,11 @@ def checked_key(key: bytes) -> bytes:
 
 def key_from_env() -> bytes:
     """The key as configured (see the module docstring); creates the local default key file once."""
-    direct = env_str("MEDROUTE_BLOB_KEY")
+    direct = BLOB_KEY()
     if direct:
         return parse_key(direct)
-    path = Path(env_str("MEDROUTE_BLOB_KEY_FILE") or home_dir() / "secrets" / "blob.key")
-    if not path.exists() and not env_str("MEDROUTE_BLOB_KEY_FILE"):
+    path = Path(BLOB_KEY_FILE() or home_dir() / "secrets" / "blob.key")
+    if not path.exists() and not BLOB_KEY_FILE():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "w") as stream:

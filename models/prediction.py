@@ -10,7 +10,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from medroute.config import env_int
+from models.registry import MODELS
+
+MODEL_THREADS = MODELS("MEDROUTE_MODEL_THREADS", 1, "ONNX Runtime threads per model session (no spin-waiting); "
+                       "raise it for large transformer models on an otherwise idle host", minimum=1)
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,7 @@ def open_session(path: str | Path) -> ort.InferenceSession:
     costs on a shared 2-core host while making it slower (2,600 against 4,400 texts/s measured).
     """
     options = ort.SessionOptions()
-    options.intra_op_num_threads = env_int("MEDROUTE_MODEL_THREADS", 1)
+    options.intra_op_num_threads = MODEL_THREADS()
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=providers())

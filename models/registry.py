@@ -10,11 +10,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from medroute.config import env_str
+from medroute.config import SettingsArea
 from models.bundle import MANIFEST, Bundle, BundleError, load_bundle
 
 INSTALLED_DIR = Path(__file__).resolve().parent / "bundles"
-MODELS_DIR_ENV = "MEDROUTE_MODELS_DIR"
+MODELS = SettingsArea("Models", ("worker", "web", "tools"))
+MODELS_DIR = MODELS("MEDROUTE_MODELS_DIR", None, "extra directories of model bundles (colon-separated, searched "
+                    "before the shipped ones)")
+MODELS_DIR_ENV = MODELS_DIR.name
 
 
 class BundleNotFoundError(BundleError, LookupError):
@@ -23,7 +26,7 @@ class BundleNotFoundError(BundleError, LookupError):
 
 def search_dirs() -> list[Path]:
     """Where names are looked up, in order."""
-    configured = env_str(MODELS_DIR_ENV) or ""
+    configured = MODELS_DIR() or ""
     return [Path(entry).expanduser() for entry in configured.split(":") if entry] + [INSTALLED_DIR]
 
 

@@ -29,10 +29,14 @@ import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from medroute.config import env_str
+from medroute.config import SettingsArea
 from pipeline.routing import CONDITIONS, Rule, Rules
 
 DEFAULT_ROUTES = Path(__file__).with_name("routes.default.yaml")
+# The worker's settings (pipeline.settings); declared here because the rules file is one of them.
+WORKER = SettingsArea("Worker", ("worker",))
+ROUTES = WORKER("MEDROUTE_ROUTES", None, "the routing rules file", shown_default="`pipeline/routes.default.yaml`",
+                processes=("worker", "web", "tools"))
 KINDS = ("hl7", "dicom")
 _LIST_CONDITIONS = ("kind", "message_type", "label", "sending_application", "sending_facility", "modality", "body_part")
 _BOOL_CONDITIONS = ("below_threshold", "has_text")
@@ -45,7 +49,7 @@ class RulesError(Exception):
 
 
 def routes_path() -> Path:
-    return Path(env_str("MEDROUTE_ROUTES") or DEFAULT_ROUTES)
+    return Path(ROUTES() or DEFAULT_ROUTES)
 
 
 LabelSets = Mapping[str, Collection[str]] | Collection[str]

@@ -5,41 +5,47 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medroute.config import env_float, env_int, env_str
-from pipeline.rules import routes_path
+from medroute.config import METRICS_HOST
+from pipeline.rules import WORKER, routes_path
 
 DEFAULT_IMAGE_MODEL = "cxr-pneumonia"
 NO_MODEL = "none"
-
-
-def _positive(name: str, default: int, minimum: int) -> int:
-    value = env_int(name, default)
-    if value < minimum:
-        raise SystemExit(f"{name} must be at least {minimum}, got {value}")
-    return value
-
-
 DEFAULT_APP_ID = "medroute-worker"
+
+TEXT_MODEL = WORKER("MEDROUTE_TEXT_MODEL", "doctype-en", "the text model bundle (name, `name@version` or a "
+                    "directory)", processes=("worker", "web", "tools"))
+IMAGE_MODEL = WORKER("MEDROUTE_IMAGE_MODEL", None, "the image model for chest radiographs; a named bundle that is "
+                     "missing stops start-up; `none`: images decided on metadata only",
+                     shown_default=f"`{DEFAULT_IMAGE_MODEL}` if installed", processes=("worker", "web", "tools"))
+BATCH_SIZE = WORKER("MEDROUTE_BATCH_SIZE", 64, "micro-batch: up to this many records ...", minimum=1)
+BATCH_MS = WORKER("MEDROUTE_BATCH_MS", 20, "... or what arrived within this many ms", minimum=1)
+WORKER_APP_ID = WORKER("MEDROUTE_WORKER_APP_ID", DEFAULT_APP_ID, "the worker pool: Kafka consumer group and table "
+                       "changelog prefix; every worker of one pool shares it")
+WORKER_STORE = WORKER("MEDROUTE_WORKER_STORE", "memory://", "Faust table store (`memory://` or `rocksdb://`)")
+WORKER_WEB_PORT = WORKER("MEDROUTE_WORKER_WEB_PORT", 0, "port of Faust's web server (0: off)", minimum=0)
+WORKER_METRICS_PORT = WORKER("MEDROUTE_WORKER_METRICS_PORT", 0, "the worker's Prometheus endpoint (0: off)", minimum=0)
+ROUTES_RELOAD_SECONDS = WORKER("MEDROUTE_ROUTES_RELOAD_SECONDS", 2.0, "how often the worker checks the routing "
+                               "rules file for changes (0: never)", minimum=0)
 
 
 @dataclass(frozen=True)
 class WorkerSettings:
-    text_model: str = field(default_factory=lambda: env_str("MEDROUTE_TEXT_MODEL", "doctype-en") or "doctype-en")
+    text_model: str = field(default_factory=TEXT_MODEL)
     # Unset: the default bundle if it is installed, else metadata-only decisions for images;
     # set: that bundle or the worker does not start; "none": metadata-only on purpose.
-    image_model_setting: str | None = field(default_factory=lambda: env_str("MEDROUTE_IMAGE_MODEL"))
+    image_model_setting: str | None = field(default_factory=IMAGE_MODEL)
     routes: Path = field(default_factory=routes_path)
-    batch_size: int = field(default_factory=lambda: _positive("MEDROUTE_BATCH_SIZE", 64, 1))
-    batch_ms: int = field(default_factory=lambda: _positive("MEDROUTE_BATCH_MS", 20, 1))
+    batch_size: int = field(default_factory=BATCH_SIZE)
+    batch_ms: int = field(default_factory=BATCH_MS)
     # The Faust app id: the consumer group and the prefix of the table changelog topics. Separate ids
     # give separate worker pools (e.g. per site); workers of one pool must share it.
-    app_id: str = field(default_factory=lambda: env_str("MEDROUTE_WORKER_APP_ID") or DEFAULT_APP_ID)
-    store: str = field(default_factory=lambda: env_str("MEDROUTE_WORKER_STORE", "memory://") or "memory://")
-    web_port: int = field(default_factory=lambda: _positive("MEDROUTE_WORKER_WEB_PORT", 0, 0))  # 0: no Faust web
-    metrics_port: int = field(default_factory=lambda: _positive("MEDROUTE_WORKER_METRICS_PORT", 0, 0))  # 0: off
+    app_id: str = field(default_factory=WORKER_APP_ID)
+    store: str = field(default_factory=WORKER_STORE)
+    web_port: int = field(default_factory=WORKER_WEB_PORT)  # 0: no Faust web
+    metrics_port: int = field(default_factory=WORKER_METRICS_PORT)  # 0: off
     # How often the routing rules file is checked for changes (0: never; a change then needs a restart).
-    rules_reload_seconds: float = field(default_factory=lambda: env_float("MEDROUTE_ROUTES_RELOAD_SECONDS", 2.0))
-    metrics_host: str = field(default_factory=lambda: env_str("MEDROUTE_METRICS_HOST", "127.0.0.1") or "127.0.0.1")
+    rules_reload_seconds: float = field(default_factory=ROUTES_RELOAD_SECONDS)
+    metrics_host: str = field(default_factory=METRICS_HOST)
 
     @property
     def image_model(self) -> str | None:

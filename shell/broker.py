@@ -17,10 +17,13 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medroute.config import REPO_ROOT, KafkaSettings, env_str
+from medroute.config import REPO_ROOT, KafkaSettings, SettingsArea
 from medroute.ports import free_port, port_open
 
 KAFKA_DEPLOY_DIR = REPO_ROOT / "deploy" / "kafka"
+LOCAL_BROKER = SettingsArea("Local broker", ("broker",))
+KAFKA_LIB = LOCAL_BROKER("MEDROUTE_KAFKA_LIB", None, "directory of the Kafka jars `medroute kafka fetch` fills "
+                         "and the local broker runs from", shown_default="`deploy/kafka/lib`")
 
 
 class BrokerError(RuntimeError):
@@ -28,7 +31,7 @@ class BrokerError(RuntimeError):
 
 
 def jar_dir() -> Path:
-    return Path(env_str("MEDROUTE_KAFKA_LIB", str(KAFKA_DEPLOY_DIR / "lib")))
+    return Path(KAFKA_LIB() or KAFKA_DEPLOY_DIR / "lib")
 
 
 def fetch_jars(quiet: bool = True) -> Path:

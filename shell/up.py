@@ -17,8 +17,12 @@ import sys
 import time
 from pathlib import Path
 
-from medroute.config import ROUTING_DECISIONS, KafkaSettings, child_environment, env_int, env_str, home_dir
+from listeners.dicom.settings import DICOM_PORT
+from listeners.mllp.settings import MLLP_PORT
+from medroute.config import ROUTING_DECISIONS, KafkaSettings, child_environment, home_dir
 from medroute.ports import free_port, wait_for_port
+from pipeline.forward.settings import destinations_from_env
+from web.settings import HTTP_PORT
 
 
 def _spawn(name: str, module: str, env: dict[str, str], *args: str) -> subprocess.Popen:
@@ -85,12 +89,12 @@ async def _print_decisions(settings: KafkaSettings, duration: float | None) -> N
 
 
 def _send_sample_images(port: int) -> None:
-    from medroute.config import env_str
+    from listeners.dicom.settings import DICOM_AE_TITLE
     from shell.dicom_sending import sample_dicom_files, send_dicom
 
     files = sample_dicom_files()
     print(f"sending {len(files)} sample DICOM images ...", flush=True)
-    send_dicom(files, "127.0.0.1", port, env_str("MEDROUTE_DICOM_AE_TITLE", "MEDROUTE") or "MEDROUTE")
+    send_dicom(files, "127.0.0.1", port, DICOM_AE_TITLE())
 
 
 def _web_environment(env: dict[str, str]) -> tuple[dict[str, str], str]:
@@ -131,18 +135,18 @@ def run_up(samples: int = 20, duration: float | None = None, keep_kafka: bool = 
     asyncio.run(ensure_topics(settings))
 
     env = child_environment(MEDROUTE_KAFKA_BOOTSTRAP=settings.bootstrap_servers)
-    mllp_port = env_int("MEDROUTE_MLLP_PORT", 2575)
-    dicom_port = env_int("MEDROUTE_DICOM_PORT", 11112)
+    mllp_port = MLLP_PORT()
+    dicom_port = DICOM_PORT()
     children = {
         "MLLP listener": (_spawn("listener-mllp", "listeners.mllp", env), mllp_port),
         "DICOM listener": (_spawn("listener-dicom", "listeners.dicom", env), dicom_port),
     }
     worker = _spawn("worker", "pipeline", env)
     web_env, login = _web_environment(env)
-    web_port = env_int("MEDROUTE_HTTP_PORT", 7860)
+    web_port = HTTP_PORT()
     children["web UI"] = (_spawn("web", "web", web_env), web_port)
     helpers = [worker]
-    if env_str("MEDROUTE_DESTINATIONS") is None:
+    if destinations_from_env() is None:
         pacs_port = free_port()
         helpers.append(_spawn("sample-pacs", "shell.sample_pacs", env, "--port", str(pacs_port),
                               "--dir", str(home_dir() / "sample-pacs")))  # fmt: skip

@@ -36,7 +36,7 @@ from listeners.processes import sibling_processes
 from listeners.sink import KafkaSink
 from medroute import blobstore
 from medroute.blobstore import Blobs
-from medroute.config import KafkaSettings, env_int, env_str
+from medroute.config import METRICS_HOST, METRICS_PORT, KafkaSettings
 from medroute.logs import configure_logging, hash_id
 from medroute.metrics import start_metrics_server
 
@@ -266,9 +266,9 @@ def main() -> int:
     """
     configure_logging("listener.dicom")
     settings = DicomSettings()
-    metrics_port = env_int("MEDROUTE_METRICS_PORT", 0)
+    metrics_port = METRICS_PORT()
     if metrics_port:
-        start_metrics_server(metrics_port, env_str("MEDROUTE_METRICS_HOST", "127.0.0.1") or "127.0.0.1")
+        start_metrics_server(metrics_port, METRICS_HOST())
     if settings.processes == 1:
         serve(settings)
         return 0

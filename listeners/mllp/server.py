@@ -23,7 +23,7 @@ from listeners.mllp.settings import MllpSettings
 from listeners.processes import sibling_processes
 from listeners.sink import KafkaSink, RecordSink
 from medroute import eventloop
-from medroute.config import KafkaSettings, env_int, env_str
+from medroute.config import METRICS_HOST, METRICS_PORT, KafkaSettings
 from medroute.logs import configure_logging
 from medroute.metrics import start_metrics_server
 
@@ -215,9 +215,9 @@ def main() -> int:
     """
     configure_logging("listener.mllp")
     settings = MllpSettings()
-    metrics_port = env_int("MEDROUTE_METRICS_PORT", 0)
+    metrics_port = METRICS_PORT()
     if metrics_port:
-        start_metrics_server(metrics_port, env_str("MEDROUTE_METRICS_HOST", "127.0.0.1") or "127.0.0.1")
+        start_metrics_server(metrics_port, METRICS_HOST())
     with sibling_processes(settings.processes - 1, _serve_sibling, settings.shutdown_grace):
         eventloop.run(serve(settings))
     return 0

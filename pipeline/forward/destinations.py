@@ -44,7 +44,7 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from medroute.config import env_secret
+from medroute.config import named_secret
 from pipeline.forward.naming import check_pattern
 from pipeline.forward.policy import Backoff
 
@@ -141,7 +141,7 @@ def resolve_header(value: str) -> str:
     """A header value, or the secret it names (``env:NAME``: the variable NAME or the file NAME_FILE)."""
     if value.startswith("env:"):
         name = value[4:]
-        secret = env_secret(name)
+        secret = named_secret(name)
         if secret is None:
             raise DestinationsError(f"header value names {name}, which is not set")
         return secret

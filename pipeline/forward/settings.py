@@ -1,15 +1,31 @@
-"""Forwarder settings from the environment (``MEDROUTE_*``)."""
+"""Forwarder settings from the environment (``MEDROUTE_*``), each declared once (``medroute.config.Setting``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medroute.config import env_float, env_str
+from medroute.config import SettingsArea
+
+FORWARD = SettingsArea("Forwarding", ("forward",))
+DESTINATIONS = FORWARD("MEDROUTE_DESTINATIONS", None, "the destinations file (required by `medroute forward`; "
+                       "`medroute up` writes sample destinations when it is unset)")  # fmt: skip
+FORWARD_RELOAD_SECONDS = FORWARD("MEDROUTE_FORWARD_RELOAD_SECONDS", 2.0, "how often the destinations file is "
+                                 "checked for changes (0: never)", minimum=0)  # fmt: skip
+# An hour is generous: an entry is written within a second of its decision's delivery; the margin covers clock
+# skew between hosts and slow commits.
+FORWARD_LEDGER_LOOKBACK = FORWARD(
+    "MEDROUTE_FORWARD_LEDGER_LOOKBACK",
+    3600.0,
+    "seconds before the oldest decision in hand from which the delivered-ids ledger is read back at start",
+    minimum=0,
+)
+FORWARD_STATUS_SECONDS = FORWARD("MEDROUTE_FORWARD_STATUS_SECONDS", 2.0, "interval of each destination's status "
+                                 "snapshot on `forward.status`", minimum=0.1)  # fmt: skip
 
 
 def destinations_from_env() -> Path | None:
-    value = env_str("MEDROUTE_DESTINATIONS")
+    value = DESTINATIONS()
     return Path(value) if value else None
 
 
@@ -24,9 +40,6 @@ def destinations_path() -> Path:
 @dataclass(frozen=True)
 class ForwardSettings:
     destinations: Path = field(default_factory=destinations_path)
-    # How often the destinations file is checked for changes (0: never).
-    reload_seconds: float = field(default_factory=lambda: env_float("MEDROUTE_FORWARD_RELOAD_SECONDS", 2.0))
-    # How far before the oldest decision in hand the ledger is read back (clock skew between hosts, slow
-    # commits): an hour is generous, since an entry is written within a second of its decision's delivery.
-    ledger_lookback: float = field(default_factory=lambda: env_float("MEDROUTE_FORWARD_LEDGER_LOOKBACK", 3600.0))
-    status_seconds: float = field(default_factory=lambda: env_float("MEDROUTE_FORWARD_STATUS_SECONDS", 2.0))
+    reload_seconds: float = field(default_factory=FORWARD_RELOAD_SECONDS)
+    ledger_lookback: float = field(default_factory=FORWARD_LEDGER_LOOKBACK)
+    status_seconds: float = field(default_factory=FORWARD_STATUS_SECONDS)

@@ -43,10 +43,11 @@ from pathlib import Path
 from typing import Any
 
 from medroute import eventloop
-from medroute.config import DICOM_INBOUND, HL7_INBOUND, KafkaSettings, env_str
+from medroute.config import DICOM_INBOUND, HL7_INBOUND, KafkaSettings
 from medroute.kafka.client import consumer, topic_partitions
 from medroute.kafka.topics import ensure_topics
 from medroute.ports import free_port, wait_for_port
+from pipeline.settings import IMAGE_MODEL
 from shell.broker import LocalBroker, broker_unless_configured
 from tools.benchmarks.common import (
     Child,
@@ -165,7 +166,7 @@ async def start_worker(
                                              "MEDROUTE_BATCH_SIZE": str(args.batch_size),
                                              "MEDROUTE_BATCH_MS": str(args.batch_ms),
                                              "MEDROUTE_TEXT_MODEL": args.model,
-                                             "MEDROUTE_IMAGE_MODEL": env_str("MEDROUTE_IMAGE_MODEL", "none") or "none"},
+                                             "MEDROUTE_IMAGE_MODEL": IMAGE_MODEL() or "none"},
                                 work / "worker.log")  # fmt: skip
     log = await send_for(port, source, f"W{args.tag}-", 4, args.warmup_seconds, rate=args.rate)
     if not await follower.wait_for(log.acked, args.start_timeout, procs.worker_alive):

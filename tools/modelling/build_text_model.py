@@ -46,7 +46,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import Pipeline, make_pipeline
 from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
 
-from medroute.config import env_str
+from medroute.config import SOURCE_DATE_EPOCH
 from models.bundle import sha256_file, write_manifest
 from models.text import MODEL_FILE, OUTPUT, TOKENIZER_FILE, TextClassifier
 
@@ -333,7 +333,7 @@ def export_onnx(model: TrainedModel) -> onnx.ModelProto:
 
 def created_at() -> str:
     """Build time, or ``SOURCE_DATE_EPOCH`` where set (reproducible builds)."""
-    epoch = env_str("SOURCE_DATE_EPOCH")
+    epoch = SOURCE_DATE_EPOCH()
     moment = datetime.fromtimestamp(int(epoch), UTC) if epoch else datetime.now(UTC)
     return moment.replace(microsecond=0).isoformat()
 

@@ -66,8 +66,9 @@ class ForwardService:
 
     async def run(self) -> None:
         await ensure_topics(self._kafka)
-        # Ledger entries and audit events of items finished together leave in few produce requests.
-        self._producer = durable_producer(self._kafka, linger_ms=5)
+        # No linger: a ledger entry must reach Kafka as soon as the receiver has acknowledged its item (the
+        # window between the two is the one double delivery a crash can cause; a 5 ms linger widened it).
+        self._producer = durable_producer(self._kafka)
         await self._producer.start()
         await self._inbound.start()
         try:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer
 
-from listeners.mllp.client import MllpClient, parse_ack
+from formats.hl7.mllp_client import MllpClient, parse_ack
 from medroute.config import HL7_INBOUND, ROUTING_DECISIONS, KafkaSettings
 from medroute.kafka.client import consumer, topic_partitions
 from tools.benchmarks.common import MessageSource

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
+import orjson
 from aiokafka import AIOKafkaConsumer
 
 from formats.hl7.mllp_client import MllpClient, parse_ack
@@ -128,7 +129,8 @@ class DecisionFollower:
                             self._decide(stored["control_id"], self._early.pop(stored["message_id"]))
                     continue
                 for record in records:
-                    message_id = record.key.decode() if record.key else ""
+                    # Decisions are keyed by their patient's order key: the message id is in the value.
+                    message_id = orjson.loads(record.value).get("message_id", "")
                     control_id = self.control_of.get(message_id)
                     if control_id is None:
                         self._early.setdefault(message_id, now)

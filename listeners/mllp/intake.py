@@ -65,7 +65,7 @@ class Intake:
         received_at = utc_now()
         metrics.RECEIVED.labels(LISTENER).inc()
         try:
-            decoded = charsets.decode(payload, self._settings.default_charset)
+            decoded = charsets.decode(payload, self._settings.default_charset, self._settings.charset_fallback)
         except MessageError as exc:
             header, codec = _salvage(payload)
             return await self._refuse(payload, peer, header, codec, _structural_error(payload, exc), started)
@@ -124,11 +124,14 @@ class Intake:
             return self._answer(
                 header, decoded.codec, Outcome.REJECT, started, STORAGE_UNAVAILABLE, f"storage unavailable: {failure}"
             )
+        if decoded.assumed:
+            metrics.CHARSET_ASSUMED.labels(LISTENER, decoded.assumed).inc()
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
         log.info(
             "mllp.frame_accepted",
             control_id=hash_id(header.control_id),
             message_type=header.message_type,
+            charset_assumed=decoded.assumed,
             latency_ms=latency_ms,
             peer=peer,
         )

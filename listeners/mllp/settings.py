@@ -5,7 +5,7 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass, field
 
-from formats.hl7.charsets import codec_for
+from formats.hl7.charsets import DEFAULT_FALLBACK, codec_for
 from formats.hl7.errors import MessageError
 from listeners.mllp.framing import DEFAULT_MAX_FRAME
 from listeners.tls import server_context
@@ -23,6 +23,10 @@ class MllpSettings:
     dedup_max: int = field(default_factory=lambda: env_int("MEDROUTE_MLLP_DEDUP_MAX", 100_000))
     # MSH-18 value assumed when a message leaves MSH-18 empty (HL7's own default is ASCII).
     default_charset: str = field(default_factory=lambda: env_str("MEDROUTE_MLLP_DEFAULT_CHARSET", "ASCII") or "ASCII")
+    # Empty MSH-18 and bytes the default cannot read: UTF-8 if valid, else this (not in strict mode).
+    fallback_charset: str = field(
+        default_factory=lambda: env_str("MEDROUTE_MLLP_FALLBACK_CHARSET", DEFAULT_FALLBACK) or DEFAULT_FALLBACK
+    )
     store_timeout: float = field(default_factory=lambda: env_float("MEDROUTE_MLLP_STORE_TIMEOUT", 5.0))
     shutdown_grace: float = field(default_factory=lambda: env_float("MEDROUTE_MLLP_SHUTDOWN_GRACE", 30.0))
     tls_cert: str | None = field(default_factory=lambda: env_str("MEDROUTE_MLLP_TLS_CERT"))
@@ -33,16 +37,22 @@ class MllpSettings:
     processes: int = field(default_factory=lambda: env_int("MEDROUTE_MLLP_PROCESSES", 1))
 
     def __post_init__(self) -> None:
-        try:
-            codec_for(self.default_charset)
-        except MessageError as exc:
-            raise SystemExit(f"MEDROUTE_MLLP_DEFAULT_CHARSET: {exc.detail}") from None
+        for name, value in (("DEFAULT", self.default_charset), ("FALLBACK", self.fallback_charset)):
+            try:
+                codec_for(value)
+            except MessageError as exc:
+                raise SystemExit(f"MEDROUTE_MLLP_{name}_CHARSET: {exc.detail}") from None
         if bool(self.tls_cert) != bool(self.tls_key):
             raise SystemExit("MEDROUTE_MLLP_TLS_CERT and MEDROUTE_MLLP_TLS_KEY must be set together")
         if self.processes < 1:
             raise SystemExit("MEDROUTE_MLLP_PROCESSES must be at least 1")
         if self.max_frame < 16:
             raise SystemExit("MEDROUTE_MLLP_MAX_FRAME is too small")
+
+    @property
+    def charset_fallback(self) -> str | None:
+        """What :func:`formats.hl7.charsets.decode` falls back to; None (refuse) in strict mode."""
+        return None if self.strict else self.fallback_charset
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """A server TLS context (TLS 1.2+) when a certificate is configured, else None."""

@@ -197,6 +197,33 @@ async def test_content_error_is_ae(sink: MemorySink) -> None:
     assert sink.dead_letters()[0].reason == "undecodable"
 
 
+UNDECLARED_LATIN1 = with_control_id(ADT, "LATIN0001").replace(b"\rPV1", "\rNTE|1||Größe: 3 µm\rPV1".encode("latin-1"))
+
+
+async def test_empty_msh18_high_bytes_are_accepted_with_the_assumed_charset(sink: MemorySink) -> None:
+    before = REGISTRY.get_sample_value(
+        "medroute_listener_charset_assumed_total", {"listener": "mllp", "charset": "iso8859-1"}
+    )
+    async with MllpServer(settings(), sink) as server, MllpClient("127.0.0.1", server.port) as client:
+        ack = parse_ack(await client.send(UNDECLARED_LATIN1, timeout=5))
+    assert (ack.code, ack.control_id) == ("AA", "LATIN0001")
+    (record,) = sink.inbound()
+    assert record.raw == UNDECLARED_LATIN1  # bytes kept unchanged
+    assert (record.charset, record.encoding, record.charset_assumed) == ("", "iso8859-1", "iso8859-1")
+    assert "Größe: 3 µm" in record.text()
+    after = REGISTRY.get_sample_value(
+        "medroute_listener_charset_assumed_total", {"listener": "mllp", "charset": "iso8859-1"}
+    )
+    assert after == (before or 0) + 1
+
+
+async def test_strict_mode_still_refuses_undeclared_high_bytes(sink: MemorySink) -> None:
+    async with MllpServer(settings(strict=True), sink) as server, MllpClient("127.0.0.1", server.port) as client:
+        ack = parse_ack(await client.send(UNDECLARED_LATIN1, timeout=5))
+    assert (ack.code, ack.control_id, ack.error_code) == ("AE", "LATIN0001", "102")
+    assert sink.inbound() == [] and sink.dead_letters()[0].reason == "undecodable"
+
+
 async def test_frame_errors(sink: MemorySink) -> None:
     big = ADT + b"OBX|1|TX|||" + b"x" * 5000 + b"\r"
     async with MllpServer(settings(max_frame=1024), sink) as server:

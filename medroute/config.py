@@ -24,6 +24,9 @@ REPLAY_CHECKPOINTS = "replay.checkpoints"
 CONTROL = "medroute.control"
 # Reviewers' answers to decisions routed to review (web): accepted or corrected labels, keyed by message id.
 FEEDBACK = "feedback"
+# The MLLP listeners' shared duplicate window: one entry per stored message, keyed by a digest of
+# MSH-3/4/10; kept for a day (the window is minutes), read from ``now - window`` at start.
+HL7_RECEIVED_IDS = "hl7.received.ids"
 ALL_TOPICS = (
     HL7_INBOUND,
     DICOM_INBOUND,
@@ -35,6 +38,7 @@ ALL_TOPICS = (
     REPLAY_CHECKPOINTS,
     CONTROL,
     FEEDBACK,
+    HL7_RECEIVED_IDS,
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

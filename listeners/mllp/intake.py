@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Hashable
 
 import structlog
 
@@ -22,11 +21,12 @@ from formats.hl7.errors import STORAGE_UNAVAILABLE, MessageError, Outcome, Reaso
 from formats.hl7.message import Message, MshHeader, check_structure, read_header, read_message
 from formats.hl7.record import hl7_record
 from listeners import metrics
-from listeners.mllp.dedup import RecentMessages
+from listeners.mllp import shared_window
+from listeners.mllp.dedup import RecentMessages, identity_key
 from listeners.mllp.framing import FrameError
 from listeners.mllp.settings import MllpSettings
 from listeners.sink import RecordSink, SinkUnavailable
-from medroute.config import AUDIT_EVENTS, HL7_DEADLETTER, HL7_INBOUND
+from medroute.config import AUDIT_EVENTS, HL7_DEADLETTER, HL7_INBOUND, HL7_RECEIVED_IDS
 from medroute.logs import hash_id
 from medroute.records import AuditEvent, DeadLetter, utc_now
 
@@ -56,8 +56,8 @@ class Intake:
     def __init__(self, sink: RecordSink, settings: MllpSettings) -> None:
         self._sink = sink
         self._settings = settings
-        self._recent = RecentMessages(settings.dedup_window, settings.dedup_max)
-        self._in_flight: dict[Hashable, asyncio.Future[bool]] = {}
+        self.recent = RecentMessages(settings.dedup_window, settings.dedup_max)
+        self._in_flight: dict[str, asyncio.Future[bool]] = {}
 
     async def handle_frame(self, payload: bytes, peer: str) -> bytes | None:
         """The ACK to send for one complete frame (unframed), or None when none is wanted."""
@@ -98,7 +98,7 @@ class Intake:
         started: float,
     ) -> bytes | None:
         header = message.header
-        identity = (header.sending_application, header.sending_facility, header.control_id)
+        identity = identity_key(header.sending_application, header.sending_facility, header.control_id)
         if await self._already_stored(identity):
             metrics.DUPLICATES.labels(LISTENER).inc()
             log.info("mllp.duplicate", control_id=hash_id(header.control_id), peer=peer)
@@ -112,7 +112,7 @@ class Intake:
         try:
             await self._sink.put(HL7_INBOUND, key, record.to_json())
             stored = True
-            self._recent.add(identity)
+            self.recent.add(identity)
         except SinkUnavailable as exc:
             failure = str(exc)
         finally:
@@ -124,6 +124,7 @@ class Intake:
             return self._answer(
                 header, decoded.codec, Outcome.REJECT, started, STORAGE_UNAVAILABLE, f"storage unavailable: {failure}"
             )
+        await self._share(identity, record.message_id)
         if decoded.assumed:
             metrics.CHARSET_ASSUMED.labels(LISTENER, decoded.assumed).inc()
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
@@ -137,9 +138,22 @@ class Intake:
         )
         return self._answer(header, decoded.codec, Outcome.ACCEPT, started)
 
-    async def _already_stored(self, identity: Hashable) -> bool:
-        """Stored within the window, or being stored right now by another connection and succeeding."""
-        if self._recent.seen(identity):
+    async def _share(self, identity: str, message_id: str) -> None:
+        """Tell every listener process (and this one after a restart) that the message is stored; before
+        the ACK, so that a resend prompted by a lost ACK finds it. A failure costs only a possible second copy."""
+        if self._settings.dedup_window <= 0:
+            return
+        try:
+            await self._sink.put(
+                HL7_RECEIVED_IDS, identity.encode("ascii"), shared_window.entry(time.time(), message_id)
+            )
+        except SinkUnavailable as exc:
+            log.warning("mllp.shared_window_write_failed", error=str(exc))
+
+    async def _already_stored(self, identity: str) -> bool:
+        """Stored within the window (by any listener process), or being stored right now by another
+        connection of this one and succeeding."""
+        if self.recent.seen(identity):
             return True
         pending = self._in_flight.get(identity)
         return pending is not None and await asyncio.shield(pending)

@@ -7,7 +7,7 @@ import contextlib
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from medroute.config import ALL_TOPICS, CONTROL, REPLAY_CHECKPOINTS, KafkaSettings
+from medroute.config import ALL_TOPICS, CONTROL, HL7_RECEIVED_IDS, REPLAY_CHECKPOINTS, KafkaSettings
 from medroute.kafka.client import connection_kwargs
 
 # Records may carry a whole 16 MiB HL7 frame (base64 in JSON): allow them on every topic.
@@ -16,6 +16,7 @@ TOPIC_CONFIG = {"max.message.bytes": str(32 * 1024 * 1024)}
 TOPIC_OVERRIDES: dict[str, dict[str, str]] = {
     REPLAY_CHECKPOINTS: {"cleanup.policy": "compact"},
     CONTROL: {"cleanup.policy": "compact"},
+    HL7_RECEIVED_IDS: {"retention.ms": str(24 * 3600 * 1000)},
 }
 
 

@@ -89,6 +89,13 @@ def child_environment(**overrides: str) -> dict[str, str]:
     return {**os.environ, **overrides}
 
 
+def disable_library_telemetry() -> None:
+    """ONNX Runtime (1.32 on Linux too) sends usage events to Microsoft (``mobile.events.data.microsoft.com``)
+    unless ``ORT_DISABLE_TELEMETRY`` is set before it is imported; medroute promises no outbound connection.
+    Called when ``medroute`` and ``models`` are imported; children inherit it (tests/integration/test_privacy.py)."""
+    os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+
+
 def home_dir() -> Path:
     """Where local state lives (broker data, logs, pid files): ``MEDROUTE_HOME`` or ``./.medroute``."""
     return Path(env_str("MEDROUTE_HOME", ".medroute")).resolve()

@@ -135,3 +135,33 @@ def test_listeners_in_several_processes_stop_on_a_signal(kafka: KafkaSettings, t
         for listener in listeners:
             if listener.poll() is None:
                 listener.kill()
+
+
+def test_children_of_up_end_when_up_is_killed(tmp_path: Path) -> None:
+    """``up`` killed with SIGKILL runs no clean-up, yet its children go: the kernel sends them SIGTERM."""
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from shell.up import _spawn; "
+            "child = _spawn('orphan-check', 'listeners.mllp', dict(__import__('os').environ)); "
+            "print(child.pid, flush=True); time.sleep(120)",
+        ],
+        env={
+            **os.environ,
+            "PYTHONPATH": str(REPO_ROOT),
+            "MEDROUTE_HOME": str(tmp_path),
+            "MEDROUTE_MLLP_PORT": str(free_port()),
+            "MEDROUTE_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",  # nothing there: the child just waits
+        },
+        stdout=subprocess.PIPE,
+    )
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    assert _alive(child)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 15
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(child)

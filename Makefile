@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup up web test test-unit lint bench-mllp bench-dicom bench-replay bench-decide bench-pipeline bench-web clean
+.PHONY: setup up web test test-unit lint bench-mllp bench-dicom bench-replay bench-decide bench-pipeline bench-web soak clean
 
 setup: $(VENV)/.installed deploy/kafka/lib/.fetched
 
@@ -53,6 +53,10 @@ bench-pipeline: setup
 
 bench-web: setup
 	$(BIN)/python -m tools.benchmarks.web
+
+# Chaos soak (docs/RELIABILITY.md), e.g. `make soak ARGS="--minutes 10"`.
+soak: setup
+	$(BIN)/python -m tools.soak $(ARGS)
 
 clean:
 	-$(BIN)/medroute kafka stop

@@ -12,11 +12,18 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+import orjson
+
 
 def identity_key(sending_application: str, sending_facility: str, control_id: str) -> str:
     """The window's key for a message: a digest, so the shared topic carries no identifier in clear."""
     joined = "\x1f".join((sending_application, sending_facility, control_id))
     return hashlib.sha256(joined.encode("utf-8")).hexdigest()
+
+
+def window_entry(stored_at: float, message_id: str) -> bytes:
+    """The value the shared window's topic holds for a stored message: when, and the record's id."""
+    return orjson.dumps({"at": stored_at, "message_id": message_id})
 
 
 class RecentMessages:

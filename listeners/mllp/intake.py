@@ -21,8 +21,7 @@ from formats.hl7.errors import STORAGE_UNAVAILABLE, MessageError, Outcome, Reaso
 from formats.hl7.message import Message, MshHeader, check_structure, read_header, read_message
 from formats.hl7.record import hl7_record
 from listeners import metrics
-from listeners.mllp import shared_window
-from listeners.mllp.dedup import RecentMessages, identity_key
+from listeners.mllp.dedup import RecentMessages, identity_key, window_entry
 from listeners.mllp.framing import FrameError
 from listeners.mllp.settings import MllpSettings
 from listeners.sink import RecordSink, SinkUnavailable
@@ -144,9 +143,7 @@ class Intake:
         if self._settings.dedup_window <= 0:
             return
         try:
-            await self._sink.put(
-                HL7_RECEIVED_IDS, identity.encode("ascii"), shared_window.entry(time.time(), message_id)
-            )
+            await self._sink.put(HL7_RECEIVED_IDS, identity.encode("ascii"), window_entry(time.time(), message_id))
         except SinkUnavailable as exc:
             log.warning("mllp.shared_window_write_failed", error=str(exc))
 

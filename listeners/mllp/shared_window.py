@@ -32,11 +32,6 @@ FOLLOW_WAIT_MS = 100  # the follow lag: how long a fetch waits for new entries
 RETRY_SECONDS = 1.0
 
 
-def entry(stored_at: float, message_id: str) -> bytes:
-    """The value written for a stored message."""
-    return orjson.dumps({"at": stored_at, "message_id": message_id})
-
-
 class SharedWindow:
     """Feeds ``recent`` with the entries every listener process writes; ``start`` returns once the
     entries of the last ``recent.window`` seconds are in (or after ``catch_up_timeout``, Kafka absent)."""

@@ -57,6 +57,7 @@ class Intake:
         self._settings = settings
         self.recent = RecentMessages(settings.dedup_window, settings.dedup_max)
         self._in_flight: dict[str, asyncio.Future[bool]] = {}
+        self._sharing: set[asyncio.Task[None]] = set()  # entries for the shared window being written
 
     async def handle_frame(self, payload: bytes, peer: str) -> bytes | None:
         """The ACK to send for one complete frame (unframed), or None when none is wanted."""
@@ -123,7 +124,11 @@ class Intake:
             return self._answer(
                 header, decoded.codec, Outcome.REJECT, started, STORAGE_UNAVAILABLE, f"storage unavailable: {failure}"
             )
-        await self._share(identity, record.message_id)
+        # Not awaited: the entry only spares a resend a second copy, and a resend comes after a sender's
+        # timeout (seconds), long after the entry is written; awaiting it halved throughput (docs/RELIABILITY.md).
+        sharing = asyncio.get_running_loop().create_task(self._share(identity, record.message_id))
+        self._sharing.add(sharing)
+        sharing.add_done_callback(self._sharing.discard)
         if decoded.assumed:
             metrics.CHARSET_ASSUMED.labels(LISTENER, decoded.assumed).inc()
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
@@ -138,8 +143,8 @@ class Intake:
         return self._answer(header, decoded.codec, Outcome.ACCEPT, started)
 
     async def _share(self, identity: str, message_id: str) -> None:
-        """Tell every listener process (and this one after a restart) that the message is stored; before
-        the ACK, so that a resend prompted by a lost ACK finds it. A failure costs only a possible second copy."""
+        """Tell every listener process (and this one after a restart) that the message is stored. A failure
+        costs only a possible second copy of a resend."""
         if self._settings.dedup_window <= 0:
             return
         try:

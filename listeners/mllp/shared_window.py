@@ -1,13 +1,13 @@
 """The duplicate window shared by every MLLP listener process, across restarts, through Kafka.
 
-After a message is stored on ``hl7.inbound`` (and before its ACK is sent) the listener writes one small
-record to ``hl7.received.ids``: key = the digest of (MSH-3, MSH-4, MSH-10), value = when it was stored and
+Right after a message is stored on ``hl7.inbound`` the listener writes one small record (its ACK does not
+wait for it) to ``hl7.received.ids``: key = the digest of (MSH-3, MSH-4, MSH-10), value = when it was stored and
 its record's message id. Each listener process reads that topic from ``now - window`` when it starts,
 before it opens its port, and then follows it, so a resend stored by any process or before a restart
 is answered AA without a second copy.
 
-What remains (stated in docs/RELIABILITY.md): a resend that reaches another process before that process
-has read the entry (its follow lag, ~100 ms) or while the first copy is still being stored there is
+What remains (stated in docs/RELIABILITY.md): a resend that reaches another process before the entry is
+written and read there (a few ms plus the follow lag, ~100 ms) or while the first copy is still being stored is
 stored twice; so is a message whose entry could not be written (Kafka gone between the two writes). The
 worker's decisions are keyed by message, so a second copy is decided again, never lost.
 """

@@ -142,6 +142,12 @@ class Intake:
         )
         return self._answer(header, decoded.codec, Outcome.ACCEPT, started)
 
+    async def flush(self) -> None:
+        """Wait (bounded by the store timeout) for the shared-window entries still being written: at a clean
+        stop they must reach Kafka, or a resend after the restart would be stored again."""
+        if self._sharing:
+            await asyncio.wait(set(self._sharing), timeout=self._settings.store_timeout)
+
     async def _share(self, identity: str, message_id: str) -> None:
         """Tell every listener process (and this one after a restart) that the message is stored. A failure
         costs only a possible second copy of a resend."""

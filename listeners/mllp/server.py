@@ -201,6 +201,7 @@ async def serve(
             await stop.wait()
             log.info("mllp.shutting_down")
     finally:
+        await server.intake.flush()
         if window is not None:
             await window.stop()
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -15,10 +15,12 @@ from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
 from listeners.mllp.client import MllpClient, MllpConnectionError, parse_ack
+from listeners.mllp.dedup import identity_key
 from listeners.mllp.server import MllpServer, serve
 from listeners.mllp.settings import MllpSettings
 from listeners.sink import SinkUnavailable
-from medroute.config import AUDIT_EVENTS, HL7_DEADLETTER, HL7_INBOUND
+from medroute.config import AUDIT_EVENTS, HL7_DEADLETTER, HL7_INBOUND, HL7_RECEIVED_IDS
+from medroute.ports import free_port
 from medroute.records import AuditEvent, DeadLetter, Hl7Record
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "hl7"
@@ -468,3 +470,17 @@ def test_strict_details_carry_no_field_values() -> None:
     with pytest.raises(MessageError) as info:
         validate.validate(read_message(text))
     assert "SECRETDATE" not in info.value.detail and info.value.reason.code == "not_conformant"
+
+
+async def test_shared_window_entry_is_written_and_flushed_at_stop(sink: MemorySink) -> None:
+    stop = asyncio.Event()
+    port = free_port()
+    task = asyncio.create_task(serve(settings(port=port), sink=sink, stop=stop))
+    await asyncio.sleep(0.3)
+    async with MllpClient("127.0.0.1", port) as client:
+        assert parse_ack(await client.send(with_control_id(ADT, "SHARE0001"), timeout=5)).code == "AA"
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    ((key, value),) = sink.on(HL7_RECEIVED_IDS)
+    assert key == identity_key("ADTSYS", "GENHOSP", "SHARE0001").encode()
+    assert json.loads(value)["message_id"] == sink.inbound()[0].message_id

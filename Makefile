@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 
 .PHONY: setup setup-train up web test test-unit lint deploy-check bench-mllp bench-dicom bench-replay bench-decide \
-	bench-pipeline bench-web bench-forward clean
+	bench-pipeline bench-web bench-forward soak clean
 
 setup: $(VENV)/.installed deploy/kafka/lib/.fetched
 
@@ -76,6 +76,10 @@ bench-web: setup-train
 
 bench-forward: setup
 	$(BIN)/python -m tools.benchmarks.forward
+
+# Chaos soak (docs/RELIABILITY.md), e.g. `make soak ARGS="--minutes 10"`.
+soak: setup
+	$(BIN)/python -m tools.soak $(ARGS)
 
 clean:
 	-$(BIN)/medroute kafka stop

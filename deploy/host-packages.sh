@@ -11,6 +11,10 @@ python3 -c "import venv, ensurepip" 2>/dev/null || need+=(python3-venv)
 if [ "${1:-run}" = test ]; then
   command -v storescu >/dev/null || need+=(dcmtk)  # DICOM peers for the integration tests
   command -v Orthanc >/dev/null || need+=(orthanc)  # the PACS the forwarding tests deliver to
+  # The privacy test traces every connect() (strace) inside a loopback-only namespace (unshare, ip).
+  command -v strace >/dev/null || need+=(strace)
+  command -v ip >/dev/null || need+=(iproute2)
+  command -v openssl >/dev/null || need+=(openssl)  # the MLLP TLS test's client
   command -v systemd-analyze >/dev/null || need+=(systemd)  # `systemd-analyze verify` of deploy/systemd
   # The web UI's browser tests: Debian's Chromium and its driver, and a CJK font for Chinese text.
   command -v chromium >/dev/null || need+=(chromium)

@@ -13,6 +13,11 @@ DEAD_LETTERED = Counter(
     "medroute_listener_dead_lettered", "Items written to a dead-letter topic", ["listener", "reason"]
 )
 DUPLICATES = Counter("medroute_listener_duplicates", "Resent items answered without storing again", ["listener"])
+CHARSET_ASSUMED = Counter(
+    "medroute_listener_charset_assumed",
+    "Messages accepted with an empty MSH-18 and bytes read in an assumed character set",
+    ["listener", "charset"],
+)
 DISCARDED_BYTES = Counter("medroute_listener_discarded_bytes", "Bytes discarded outside protocol framing", ["listener"])
 CONNECTIONS = Gauge("medroute_listener_connections", "Open connections", ["listener"])
 ACK_LATENCY = Histogram(

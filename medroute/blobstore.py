@@ -12,13 +12,21 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from medroute.config import BLOB_DIR, BLOB_URL, home_dir
-from medroute.sealing import BlobError, checked_key, digest_of, key_from_env, reference_of, seal, unseal
+from medroute.sealing import (
+    PREFIX,
+    BlobError,
+    Keyring,
+    digest_of,
+    key_from_env,
+    old_keys_from_env,
+    reference_of,
+    seal,
+)
 
 
 class Blobs(Protocol):
@@ -40,17 +48,16 @@ def from_env() -> Blobs:
             from medroute.blobstore_s3 import S3BlobStore  # boto3 only where S3 is configured
         except ModuleNotFoundError as exc:
             raise BlobError(f"MEDROUTE_BLOB_URL needs {exc.name}: pip install 'medroute[s3]'") from None
-        return S3BlobStore.from_env(url, key_from_env())
-    return BlobStore(BLOB_DIR() or home_dir() / "blobs", key_from_env())
+        return S3BlobStore.from_env(url, key_from_env(), old_keys_from_env())
+    return BlobStore(BLOB_DIR() or home_dir() / "blobs", key_from_env(), old_keys_from_env())
 
 
 class BlobStore:
     """A directory of encrypted blobs. Safe to share between threads and processes."""
 
-    def __init__(self, root: str | Path, key: bytes) -> None:
+    def __init__(self, root: str | Path, key: bytes, old_keys: tuple[bytes, ...] = ()) -> None:
         self.root = Path(root)
-        self._key = checked_key(key)
-        self._aead = AESGCM(key)
+        self._keys = Keyring(key, old_keys)
 
     def path_of(self, reference: str) -> Path:
         digest = digest_of(reference)
@@ -63,12 +70,17 @@ class BlobStore:
         path = self.path_of(reference)
         if path.exists():
             return reference  # same content, already durable (only complete files are renamed in)
+        self._write_sealed(path, reference, parts)
+        return reference
+
+    def _write_sealed(self, path: Path, reference: str, parts: tuple[bytes | memoryview, ...]) -> None:
+        """Seal ``parts`` into a temporary file, fsync it, rename it to ``path``, fsync the directory."""
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
             descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
-                seal(self._key, reference, parts, lambda chunk: _write_all(descriptor, chunk))
+                seal(self._keys.current, reference, parts, lambda chunk: _write_all(descriptor, chunk))
                 os.fsync(descriptor)
             finally:
                 os.close(descriptor)
@@ -76,7 +88,6 @@ class BlobStore:
             _fsync_directory(path.parent)
         except OSError as exc:
             raise BlobError(f"cannot store blob under {self.root}: {exc.strerror or type(exc).__name__}") from exc
-        return reference
 
     def get(self, reference: str) -> bytes:
         """The exact bytes that were put under ``reference``."""
@@ -87,10 +98,27 @@ class BlobStore:
             raise BlobError(f"blob {reference} is not in {self.root}") from None
         except OSError as exc:
             raise BlobError(f"cannot read blob {reference}: {exc.strerror or type(exc).__name__}") from exc
-        return unseal(self._aead, reference, sealed)
+        return self._keys.unseal(reference, sealed)
 
     def __contains__(self, reference: str) -> bool:
         return self.path_of(reference).exists()
+
+    def references(self) -> Iterator[str]:
+        """Every stored blob's reference (temporary files of unfinished puts are skipped)."""
+        for path in sorted(self.root.glob("??/??/*")):
+            if len(path.name) == 64 and not path.name.startswith("."):
+                yield PREFIX + path.name
+
+    def rekey(self, reference: str) -> bool:
+        """Re-seal one blob under the current key, in place and atomically; False when it already is.
+        A crash leaves the blob either as it was or re-sealed, so a rerun resumes where this one stopped."""
+        path = self.path_of(reference)
+        sealed = path.read_bytes()
+        if self._keys.sealed_under_current(sealed):
+            return False
+        data = self._keys.unseal(reference, sealed)
+        self._write_sealed(path, reference, (data,))
+        return True
 
 
 def _write_all(descriptor: int, data: bytes | memoryview) -> None:

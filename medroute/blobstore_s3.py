@@ -24,10 +24,9 @@ import boto3
 import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from medroute.config import EC2_METADATA_DISABLED, S3_ENDPOINT, S3_REGION
-from medroute.sealing import BlobError, checked_key, digest_of, reference_of, seal, unseal
+from medroute.sealing import BlobError, Keyring, digest_of, reference_of, seal
 
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 30.0
@@ -46,15 +45,14 @@ def _error(exc: Exception) -> str:
 class S3BlobStore:
     """Encrypted blobs as objects in ``bucket`` under ``prefix``. Safe to share between threads."""
 
-    def __init__(self, bucket: str, prefix: str, key: bytes, client: Any) -> None:
+    def __init__(self, bucket: str, prefix: str, key: bytes, client: Any, old_keys: tuple[bytes, ...] = ()) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
-        self._key = checked_key(key)
-        self._aead = AESGCM(key)
+        self._keys = Keyring(key, old_keys)
         self._client = client
 
     @classmethod
-    def from_env(cls, url: str, key: bytes) -> S3BlobStore:
+    def from_env(cls, url: str, key: bytes, old_keys: tuple[bytes, ...] = ()) -> S3BlobStore:
         """The store named by ``url`` (``s3://bucket[/prefix]``), reached as the module docstring says."""
         parsed = urlparse(url)
         if parsed.scheme != "s3" or not parsed.netloc:
@@ -93,7 +91,7 @@ class S3BlobStore:
         if reference in self:
             return reference
         body = io.BytesIO()
-        seal(self._key, reference, parts, body.write)
+        seal(self._keys.current, reference, parts, body.write)
         try:
             self._client.put_object(
                 Bucket=self.bucket, Key=self.object_key(reference), Body=body.getvalue(), ChecksumAlgorithm="SHA256"
@@ -112,7 +110,7 @@ class S3BlobStore:
             raise BlobError(f"cannot read blob {reference}: {_error(exc)}") from None
         except BotoCoreError as exc:
             raise BlobError(f"cannot read blob {reference}: {_error(exc)}") from None
-        return unseal(self._aead, reference, sealed)
+        return self._keys.unseal(reference, sealed)
 
     def __contains__(self, reference: str) -> bool:
         try:

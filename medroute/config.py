@@ -37,6 +37,9 @@ FEEDBACK = "feedback"
 FORWARD_DEADLETTER = "forward.deadletter"
 FORWARD_DELIVERED = "forward.delivered"
 FORWARD_STATUS = "forward.status"
+# The MLLP listeners' shared duplicate window: one entry per stored message, keyed by a digest of
+# MSH-3/4/10; kept for a day (the window is minutes), read from ``now - window`` at start.
+HL7_RECEIVED_IDS = "hl7.received.ids"
 ALL_TOPICS = (
     HL7_INBOUND,
     DICOM_INBOUND,
@@ -51,6 +54,7 @@ ALL_TOPICS = (
     FORWARD_DEADLETTER,
     FORWARD_DELIVERED,
     FORWARD_STATUS,
+    HL7_RECEIVED_IDS,
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -260,6 +264,9 @@ EC2_METADATA_DISABLED = BLOBS("AWS_EC2_METADATA_DISABLED", True, "keep the insta
                               "or `AWS_SHARED_CREDENTIALS_FILE`, read by boto3)")
 
 # Building model bundles (tools/modelling): the reproducible-builds convention.
+BLOB_OLD_KEYS = BLOBS("MEDROUTE_BLOB_OLD_KEYS", None, "earlier blob keys, comma-separated (64 hex characters or "
+                      "base64 each): blobs sealed under them stay readable after a key rotation, until "
+                      "`medroute blobs rekey` has re-sealed them", secret=True)
 SOURCE_DATE_EPOCH = SettingsArea("Model building", ("tools",))(
     "SOURCE_DATE_EPOCH", None, "seconds since 1970 stamped as a bundle's build time (reproducible builds)",
     shown_default="unset: now")
@@ -268,6 +275,13 @@ SOURCE_DATE_EPOCH = SettingsArea("Model building", ("tools",))(
 def child_environment(**overrides: str) -> dict[str, str]:
     """The environment for a child process: this one's, with ``overrides`` (e.g. the Kafka it must use)."""
     return {**os.environ, **overrides}
+
+
+def disable_library_telemetry() -> None:
+    """ONNX Runtime (1.32 on Linux too) sends usage events to Microsoft (``mobile.events.data.microsoft.com``)
+    unless ``ORT_DISABLE_TELEMETRY`` is set before it is imported; medroute promises no outbound connection.
+    Called when ``medroute`` and ``models`` are imported; children inherit it (tests/integration/test_privacy.py)."""
+    os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 
 
 def home_dir() -> Path:

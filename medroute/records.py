@@ -114,6 +114,9 @@ class Hl7Record(_JsonRecord):
     message_type: str  # MSH-9, e.g. "ORU^R01^ORU_R01"
     control_id: str  # MSH-10
     version: str  # MSH-12
+    # The codec assumed when MSH-18 was empty and the bytes were not what the site default reads
+    # (None: MSH-18 or the default covered them); ``encoding`` is then that codec.
+    charset_assumed: str | None = None
     schema: int = SCHEMA_VERSION
     kind: str = "hl7"
 

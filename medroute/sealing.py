@@ -2,14 +2,19 @@
 
 A blob is named by the SHA-256 of its plaintext (``sha256:<hex>``) and stored sealed::
 
-    b"MRB1" | 12-byte random nonce | AES-256-GCM(ciphertext + 16-byte tag)
+    b"MRB2" | 8-byte key id | 12-byte random nonce | AES-256-GCM(ciphertext + 16-byte tag)
 
-with the reference as associated data, so a blob stored under another reference fails to decrypt.
+with the reference as associated data, so a blob stored under another reference fails to decrypt. The key
+id (the first 8 bytes of the key's SHA-256) names the key that sealed it, so that keys can be rotated: new
+blobs are sealed under the current key, blobs sealed under an old key (``MEDROUTE_BLOB_OLD_KEYS``) stay
+readable, and ``medroute blobs rekey`` re-seals them under the current one. Blobs of the first format
+(``b"MRB1" | nonce | ...``, no key id) are read with each configured key in turn.
 Unsealing checks the digest, so what comes back is exactly what was sealed, or an error. The stores
 (:mod:`medroute.blobstore`, :mod:`medroute.blobstore_s3`) only decide where the sealed bytes live.
 
 The key (32 bytes) comes from ``MEDROUTE_BLOB_KEY`` (64 hex characters or base64) or from the file
-named by ``MEDROUTE_BLOB_KEY_FILE``. Without either, a key file is created once at
+named by ``MEDROUTE_BLOB_KEY_FILE``; retired keys, read only, from ``MEDROUTE_BLOB_OLD_KEYS`` (or ``_FILE``),
+separated by commas or new lines. Without either, a key file is created once at
 ``$MEDROUTE_HOME/secrets/blob.key`` (mode 0600) so that a first ``medroute up`` works; production
 installs mount their own key.
 """
@@ -29,10 +34,13 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from medroute.config import BLOB_KEY, BLOB_KEY_FILE, home_dir
+from medroute.config import BLOB_KEY, BLOB_KEY_FILE, BLOB_OLD_KEYS, home_dir
 
-MAGIC = b"MRB1"
+MAGIC = b"MRB2"
+LEGACY_MAGIC = b"MRB1"  # no key id
+KEY_ID_BYTES = 8
 NONCE_BYTES = 12
+HEADER_BYTES = len(MAGIC) + KEY_ID_BYTES + NONCE_BYTES
 KEY_BYTES = 32
 PREFIX = "sha256:"
 CHUNK_BYTES = 1 << 20  # encrypted and written at a time
@@ -77,6 +85,45 @@ def key_from_env() -> bytes:
         raise BlobError(f"cannot read the blob key file {path}: {type(exc).__name__}") from None
 
 
+def old_keys_from_env() -> tuple[bytes, ...]:
+    """Retired keys, still accepted for reading (``MEDROUTE_BLOB_OLD_KEYS`` or ``_FILE``)."""
+    text = BLOB_OLD_KEYS() or ""
+    return tuple(parse_key(part) for part in text.replace("\n", ",").split(",") if part.strip())
+
+
+def key_id(key: bytes) -> bytes:
+    """What a sealed blob records of the key that sealed it (not enough to learn anything of the key)."""
+    return hashlib.sha256(b"medroute blob key id" + key).digest()[:KEY_ID_BYTES]
+
+
+class Keyring:
+    """The current key, which seals, and the old ones, which only unseal."""
+
+    def __init__(self, current: bytes, old: tuple[bytes, ...] = ()) -> None:
+        self.current = checked_key(current)
+        self.current_id = key_id(self.current)
+        self._aeads = {key_id(k): AESGCM(k) for k in (self.current, *map(checked_key, old))}
+
+    def sealed_under_current(self, sealed: bytes) -> bool:
+        return sealed.startswith(MAGIC) and sealed[len(MAGIC) : len(MAGIC) + KEY_ID_BYTES] == self.current_id
+
+    def unseal(self, reference: str, sealed: bytes) -> bytes:
+        """The plaintext of a sealed blob, checked against its reference."""
+        if sealed.startswith(MAGIC) and len(sealed) >= HEADER_BYTES + 16:
+            aead = self._aeads.get(sealed[len(MAGIC) : len(MAGIC) + KEY_ID_BYTES])
+            if aead is None:
+                raise BlobError(f"blob {reference} is sealed under a key that is not configured")
+            return _open(aead, reference, sealed[len(MAGIC) + KEY_ID_BYTES :])
+        if sealed.startswith(LEGACY_MAGIC) and len(sealed) >= len(LEGACY_MAGIC) + NONCE_BYTES + 16:
+            for aead in self._aeads.values():
+                try:
+                    return _open(aead, reference, sealed[len(LEGACY_MAGIC) :])
+                except BlobError:
+                    continue
+            raise BlobError(f"blob {reference} fails authentication (wrong key, or altered)")
+        raise BlobError(f"blob {reference} is not in medroute's blob format")
+
+
 def reference_of(*parts: bytes | memoryview) -> str:
     """The reference of the bytes of ``parts``, one after the other."""
     digest = hashlib.sha256()
@@ -103,7 +150,7 @@ def seal(
     encryptor = Cipher(algorithms.AES(key), modes.GCM(nonce)).encryptor()
     encryptor.authenticate_additional_data(reference.encode("ascii"))
     buffer = _chunk_buffer()
-    write(memoryview(MAGIC + nonce))
+    write(memoryview(MAGIC + key_id(key) + nonce))
     for part in parts:
         view = memoryview(part).cast("B")
         for start in range(0, len(view), CHUNK_BYTES):
@@ -112,13 +159,10 @@ def seal(
     write(memoryview(encryptor.finalize() + encryptor.tag))
 
 
-def unseal(aead: AESGCM, reference: str, sealed: bytes) -> bytes:
-    """The plaintext of a sealed blob, checked against its reference."""
-    if not sealed.startswith(MAGIC) or len(sealed) < len(MAGIC) + NONCE_BYTES + 16:
-        raise BlobError(f"blob {reference} is not in medroute's blob format")
-    nonce = sealed[len(MAGIC) : len(MAGIC) + NONCE_BYTES]
+def _open(aead: AESGCM, reference: str, nonce_and_ciphertext: bytes) -> bytes:
+    nonce = nonce_and_ciphertext[:NONCE_BYTES]
     try:
-        data = aead.decrypt(nonce, sealed[len(MAGIC) + NONCE_BYTES :], reference.encode("ascii"))
+        data = aead.decrypt(nonce, nonce_and_ciphertext[NONCE_BYTES:], reference.encode("ascii"))
     except InvalidTag:
         raise BlobError(f"blob {reference} fails authentication (wrong key, or altered)") from None
     if reference_of(data) != reference:

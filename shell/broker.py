@@ -49,14 +49,31 @@ def fetch_jars(quiet: bool = True) -> Path:
     return lib
 
 
+@dataclass(frozen=True)
+class BrokerTls:
+    """PEM files for an SSL listener: the broker's certificate and (PKCS#8) key, and the CA whose
+    certificates clients must present (``ssl.client.auth=required``)."""
+
+    port: int
+    cert: Path
+    key: Path
+    ca: Path
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
 @dataclass
 class LocalBroker:
-    """One KRaft broker+controller on 127.0.0.1; all its state lives under ``data_dir``."""
+    """One KRaft broker+controller on 127.0.0.1; all its state lives under ``data_dir``. With ``tls`` it
+    also serves clients over SSL on ``tls.port`` (the plaintext listener stays for the broker itself)."""
 
     data_dir: Path
     port: int = 9092
     controller_port: int | None = None
     heap: str = "512m"
+    tls: BrokerTls | None = None
     # Used when the storage is formatted (first start); random by default.
     cluster_id: str = field(default_factory=lambda: base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
 
@@ -104,7 +121,25 @@ class LocalBroker:
             "num.network.threads": "2",
             "num.io.threads": "2",
         }
+        if self.tls is not None:
+            props.update(self._tls_properties(self.tls))
         self.properties_file.write_text("".join(f"{k}={v}\n" for k, v in props.items()), encoding="utf-8")
+
+    def _tls_properties(self, tls: BrokerTls) -> dict[str, str]:
+        keystore = self.data_dir / "keystore.pem"  # Kafka's PEM keystore: the key, then the certificate chain
+        keystore.write_bytes(tls.key.read_bytes() + tls.cert.read_bytes())
+        keystore.chmod(0o600)
+        return {
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port},"
+            f"SSL://127.0.0.1:{tls.port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port},SSL://127.0.0.1:{tls.port}",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SSL:SSL",
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(keystore),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(tls.ca),
+            "ssl.client.auth": "required",
+        }
 
     def _java(self, main_class: str, *args: str, heap: str = "256m") -> list[str]:
         java = shutil.which("java")

@@ -125,6 +125,8 @@ TOOL_VERBS = {
     "replay": ("tools.operations.replay", "reclassify a topic range with another model; `replay diff ID` compares"),
     "promote": ("tools.operations.promote", "switch running workers to another model version (audited)"),
     "batch": ("tools.operations.batch", "classify every file of a directory (no Kafka): JSONL + CSV results"),
+    "blobs": ("tools.operations.blobs", "`blobs rekey`: re-seal every stored blob under the current key (resumable)"),
+    "audit": ("tools.operations.audit_export", "`audit export [--format jsonl|syslog]`: the audit topic for a SIEM"),
     "web": ("web.cli", "the web UI and REST API on port 7860 (`web user add`, `web token add`: accounts)"),
     "config": ("shell.configuration", "`config check`: validate this environment; `config reference`: write the docs"),
     "health": ("shell.health", "is this process serving? (container and Kubernetes health checks; exit 0/1)"),

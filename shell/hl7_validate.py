@@ -76,7 +76,7 @@ def split_messages(data: bytes) -> list[bytes]:
 def check_message(raw: bytes) -> tuple[MshHeader, list[Finding]]:
     """MSH of one message and what the listener (strict mode) would find wrong with it; [] if nothing."""
     try:
-        text = charsets.decode(raw).text
+        text = charsets.decode(raw, fallback=None).text  # strict mode: no guessing at undeclared bytes
     except MessageError as exc:
         latin = raw.removeprefix(charsets.UTF8_BOM).decode("latin-1")  # MSH is ASCII: readable anyway
         return read_header(latin), [Finding(exc.reason.code, exc.detail)]

@@ -6,7 +6,12 @@ practice. The raw bytes are never changed; only the decoded text is handed on.
 
 Choices where the table leaves room (documented for integration engineers):
 
-* Empty MSH-18 uses the site default (``MEDROUTE_MLLP_DEFAULT_CHARSET``, HL7's default ``ASCII``).
+* Empty MSH-18 uses the site default (``MEDROUTE_MLLP_DEFAULT_CHARSET``, HL7's default ``ASCII``). Real
+  senders often leave MSH-18 empty and send UTF-8 or ISO 8859-1 bytes anyway (``µmol/L``, ``Müller``);
+  refusing them stalls feeds that stop on a negative ACK while protecting nothing (the raw bytes are
+  kept). So unless a caller asks for strictness (``fallback=None``), bytes the default cannot decode
+  are read as UTF-8 when they are valid UTF-8, else with the fallback (ISO 8859-1 decodes any byte),
+  and :attr:`Decoded.assumed` names the codec that was assumed.
 * ``UNICODE`` (deprecated, ambiguous) is read as UTF-8: the only Unicode form that survives MLLP's
   byte framing. ``UNICODE UTF-16``/``UTF-32`` are refused for the same reason.
 * A UTF-8 byte order mark is accepted when MSH-18 is empty, ASCII or a UTF-8 value.
@@ -72,6 +77,7 @@ class Decoded:
     text: str
     charset: str  # MSH-18 as sent, "" when absent
     codec: str  # the Python codec that decodes the raw bytes (Hl7Record.encoding)
+    assumed: str | None = None  # the codec guessed for bytes that MSH-18 (empty) and the default did not cover
 
 
 def read_charset_field(raw: bytes) -> tuple[str, str]:
@@ -132,9 +138,41 @@ def codec_for(charset: str, repetition: str = "~", default: str = "ASCII") -> st
     return "iso2022_jp"
 
 
-def decode(raw: bytes, default: str = "ASCII") -> Decoded:
-    """Decode a message by its MSH-18; raises :class:`MessageError` for unknown sets or bad bytes."""
+# What tolerant reading assumes for an empty MSH-18 when the site default does not fit (ISO 8859-1).
+DEFAULT_FALLBACK = "8859/1"
+
+
+def decode(raw: bytes, default: str = "ASCII", fallback: str | None = DEFAULT_FALLBACK) -> Decoded:
+    """Decode a message by its MSH-18; raises :class:`MessageError` for unknown sets or bad bytes.
+
+    With MSH-18 empty and bytes the default cannot decode, ``fallback`` None refuses them (strict);
+    otherwise they are read as UTF-8 if valid, else with ``fallback`` (see the module's notes).
+    """
     charset, repetition = read_charset_field(raw)
+    # A UTF-8 BOM declares UTF-8: bytes that contradict it are refused, not guessed at.
+    if fallback is not None and not charset and not raw.startswith(UTF8_BOM):
+        try:
+            return _decode_declared(raw, charset, repetition, default)
+        except MessageError as exc:
+            if exc.reason is not UNDECODABLE:
+                raise
+            return _decode_assumed(raw, fallback)
+    return _decode_declared(raw, charset, repetition, default)
+
+
+def _decode_assumed(raw: bytes, fallback: str) -> Decoded:
+    """An empty-MSH-18 message the default could not read: UTF-8 if valid, else ``fallback``."""
+    for codec in ("utf-8", codecs.lookup(codec_for(fallback)).name):
+        try:
+            return Decoded(raw.decode(codec), "", codec, assumed=codec)
+        except UnicodeDecodeError:
+            continue
+    detail = f"bytes are neither UTF-8 nor the fallback character set {_shown(fallback)}"
+    raise MessageError(UNDECODABLE, detail)
+
+
+def _decode_declared(raw: bytes, charset: str, repetition: str, default: str) -> Decoded:
+    """Decode by MSH-18, or by ``default`` when it is empty; refuses bytes that do not fit."""
     codec = codecs.lookup(codec_for(charset, repetition, default)).name
     body = raw
     if raw.startswith(UTF8_BOM):

@@ -23,6 +23,7 @@ def hl7_record(
         raw=raw,
         charset=decoded.charset,
         encoding=decoded.codec,
+        charset_assumed=decoded.assumed,
         received_at=received_at,
         peer=peer,
         sending_application=header.sending_application,
@@ -37,10 +38,16 @@ def hl7_record(
 
 
 def record_of_bytes(
-    raw: bytes, *, peer: str = "", received_at: str = "", message_id: str | None = None, default_charset: str = "ASCII"
+    raw: bytes,
+    *,
+    peer: str = "",
+    received_at: str = "",
+    message_id: str | None = None,
+    default_charset: str = "ASCII",
+    fallback_charset: str | None = charsets.DEFAULT_FALLBACK,
 ) -> Hl7Record:
-    """Decode and read ``raw`` as the listener does, then build its record; raises
+    """Decode and read ``raw`` as the listener does (tolerant by default), then build its record; raises
     :class:`~formats.hl7.errors.MessageError` for what the listener would refuse."""
-    decoded = charsets.decode(raw, default_charset)
+    decoded = charsets.decode(raw, default_charset, fallback_charset)
     header = read_message(decoded.text).header
     return hl7_record(raw, decoded, header, peer=peer, received_at=received_at, message_id=message_id)

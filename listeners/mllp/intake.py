@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Hashable
 
 import structlog
 
@@ -23,10 +22,10 @@ from formats.hl7.message import Message, MshHeader, check_structure, read_header
 from formats.hl7.mllp import FrameError
 from formats.hl7.record import hl7_record
 from listeners import metrics
-from listeners.mllp.dedup import RecentMessages
+from listeners.mllp.dedup import RecentMessages, identity_key, window_entry
 from listeners.mllp.settings import MllpSettings
 from listeners.sink import RecordSink, SinkUnavailable
-from medroute.config import AUDIT_EVENTS, HL7_DEADLETTER, HL7_INBOUND
+from medroute.config import AUDIT_EVENTS, HL7_DEADLETTER, HL7_INBOUND, HL7_RECEIVED_IDS
 from medroute.logs import hash_id
 from medroute.records import AuditEvent, DeadLetter, utc_now
 
@@ -56,8 +55,9 @@ class Intake:
     def __init__(self, sink: RecordSink, settings: MllpSettings) -> None:
         self._sink = sink
         self._settings = settings
-        self._recent = RecentMessages(settings.dedup_window, settings.dedup_max)
-        self._in_flight: dict[Hashable, asyncio.Future[bool]] = {}
+        self.recent = RecentMessages(settings.dedup_window, settings.dedup_max)
+        self._in_flight: dict[str, asyncio.Future[bool]] = {}
+        self._sharing: set[asyncio.Task[None]] = set()  # entries for the shared window being written
 
     async def handle_frame(self, payload: bytes, peer: str) -> bytes | None:
         """The ACK to send for one complete frame (unframed), or None when none is wanted."""
@@ -65,7 +65,7 @@ class Intake:
         received_at = utc_now()
         metrics.RECEIVED.labels(LISTENER).inc()
         try:
-            decoded = charsets.decode(payload, self._settings.default_charset)
+            decoded = charsets.decode(payload, self._settings.default_charset, self._settings.charset_fallback)
         except MessageError as exc:
             header, codec = _salvage(payload)
             return await self._refuse(payload, peer, header, codec, _structural_error(payload, exc), started)
@@ -98,7 +98,7 @@ class Intake:
         started: float,
     ) -> bytes | None:
         header = message.header
-        identity = (header.sending_application, header.sending_facility, header.control_id)
+        identity = identity_key(header.sending_application, header.sending_facility, header.control_id)
         if await self._already_stored(identity):
             metrics.DUPLICATES.labels(LISTENER).inc()
             log.info("mllp.duplicate", control_id=hash_id(header.control_id), peer=peer)
@@ -112,7 +112,7 @@ class Intake:
         try:
             await self._sink.put(HL7_INBOUND, key, record.to_json())
             stored = True
-            self._recent.add(identity)
+            self.recent.add(identity)
         except SinkUnavailable as exc:
             failure = str(exc)
         finally:
@@ -124,19 +124,44 @@ class Intake:
             return self._answer(
                 header, decoded.codec, Outcome.REJECT, started, STORAGE_UNAVAILABLE, f"storage unavailable: {failure}"
             )
+        # Not awaited: the entry only spares a resend a second copy, and a resend comes after a sender's
+        # timeout (seconds), long after the entry is written; awaiting it halved throughput (docs/RELIABILITY.md).
+        sharing = asyncio.get_running_loop().create_task(self._share(identity, record.message_id))
+        self._sharing.add(sharing)
+        sharing.add_done_callback(self._sharing.discard)
+        if decoded.assumed:
+            metrics.CHARSET_ASSUMED.labels(LISTENER, decoded.assumed).inc()
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
         log.info(
             "mllp.frame_accepted",
             control_id=hash_id(header.control_id),
             message_type=header.message_type,
+            charset_assumed=decoded.assumed,
             latency_ms=latency_ms,
             peer=peer,
         )
         return self._answer(header, decoded.codec, Outcome.ACCEPT, started)
 
-    async def _already_stored(self, identity: Hashable) -> bool:
-        """Stored within the window, or being stored right now by another connection and succeeding."""
-        if self._recent.seen(identity):
+    async def flush(self) -> None:
+        """Wait (bounded by the store timeout) for the shared-window entries still being written: at a clean
+        stop they must reach Kafka, or a resend after the restart would be stored again."""
+        if self._sharing:
+            await asyncio.wait(set(self._sharing), timeout=self._settings.store_timeout)
+
+    async def _share(self, identity: str, message_id: str) -> None:
+        """Tell every listener process (and this one after a restart) that the message is stored. A failure
+        costs only a possible second copy of a resend."""
+        if self._settings.dedup_window <= 0:
+            return
+        try:
+            await self._sink.put(HL7_RECEIVED_IDS, identity.encode("ascii"), window_entry(time.time(), message_id))
+        except SinkUnavailable as exc:
+            log.warning("mllp.shared_window_write_failed", error=str(exc))
+
+    async def _already_stored(self, identity: str) -> bool:
+        """Stored within the window (by any listener process), or being stored right now by another
+        connection of this one and succeeding."""
+        if self.recent.seen(identity):
             return True
         pending = self._in_flight.get(identity)
         return pending is not None and await asyncio.shield(pending)

@@ -20,6 +20,7 @@ from formats.hl7.mllp import Frame, FrameError, MllpDecoder, wrap
 from listeners import metrics
 from listeners.mllp.intake import LISTENER, Intake
 from listeners.mllp.settings import MllpSettings
+from listeners.mllp.shared_window import SharedWindow
 from listeners.processes import sibling_processes
 from listeners.sink import KafkaSink, RecordSink
 from medroute import eventloop
@@ -175,23 +176,34 @@ async def serve(
     """Run the listener until SIGTERM/SIGINT (or ``stop`` is set).
 
     Without ``sink`` a :class:`KafkaSink` on ``kafka`` (default: the environment's Kafka settings) is
-    created, started and stopped here; a sink passed in belongs to the caller.
+    created, started and stopped here; a sink passed in belongs to the caller. The duplicate window is
+    shared through ``kafka`` unless a sink is passed without it.
     """
     settings = settings or MllpSettings()
     stop = stop or asyncio.Event()
     owned = sink is None
+    shared = settings.dedup_window > 0 and (owned or kafka is not None)  # a test's own sink: no Kafka to share
+    kafka = kafka or KafkaSettings()
     if sink is None:
-        sink = KafkaSink(kafka or KafkaSettings(), timeout=settings.store_timeout)
+        sink = KafkaSink(kafka, timeout=settings.store_timeout)
         await sink.start()
+    server = MllpServer(settings, sink)
+    # Before the port opens: a resend stored before a restart, or by a sibling process, is known.
+    window = SharedWindow(kafka, server.intake.recent) if shared else None
+    if window is not None:
+        await window.start()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not main thread / platform
             loop.add_signal_handler(signum, stop.set)
     try:
-        async with MllpServer(settings, sink):
+        async with server:
             await stop.wait()
             log.info("mllp.shutting_down")
     finally:
+        await server.intake.flush()
+        if window is not None:
+            await window.stop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signum)
@@ -209,9 +221,8 @@ def main() -> int:
     """Entry point of ``medroute listen mllp`` and ``python -m listeners.mllp``.
 
     With ``MEDROUTE_MLLP_PROCESSES`` > 1 the further processes share the port through SO_REUSEPORT
-    and the kernel spreads connections over them. Each keeps its own duplicate window, so a resend
-    that arrives on a connection of another process is stored a second time (at-least-once still
-    holds; the worker decides a message id once). Only this first process serves the metrics port.
+    and the kernel spreads connections over them. They share one duplicate window through Kafka
+    (:mod:`listeners.mllp.shared_window`). Only this first process serves the metrics port.
     """
     configure_logging("listener.mllp")
     settings = MllpSettings()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass, field
 
-from formats.hl7.charsets import codec_for
+from formats.hl7.charsets import DEFAULT_FALLBACK, codec_for
 from formats.hl7.errors import MessageError
 from formats.hl7.mllp import DEFAULT_MAX_FRAME
 from listeners.tls import server_context
@@ -23,6 +23,9 @@ MLLP_DEDUP_WINDOW = MLLP("MEDROUTE_MLLP_DEDUP_WINDOW", 600.0, "seconds within wh
                          "is acknowledged without a second copy")
 MLLP_DEDUP_MAX = MLLP("MEDROUTE_MLLP_DEDUP_MAX", 100_000, "message ids the duplicate window keeps")
 MLLP_DEFAULT_CHARSET = MLLP("MEDROUTE_MLLP_DEFAULT_CHARSET", "ASCII", "charset assumed when MSH-18 is empty")
+MLLP_FALLBACK_CHARSET = MLLP("MEDROUTE_MLLP_FALLBACK_CHARSET", DEFAULT_FALLBACK, "with MSH-18 empty, bytes the "
+                             "default charset cannot read are read as UTF-8 when valid, else as this (not in "
+                             "strict mode, which refuses them)")
 MLLP_STORE_TIMEOUT = MLLP("MEDROUTE_MLLP_STORE_TIMEOUT", 5.0, "seconds a Kafka write may take before the sender "
                           "gets AR")
 MLLP_SHUTDOWN_GRACE = MLLP("MEDROUTE_MLLP_SHUTDOWN_GRACE", 30.0, "seconds open connections get to finish at stop")
@@ -43,6 +46,8 @@ class MllpSettings:
     dedup_max: int = field(default_factory=MLLP_DEDUP_MAX)
     # MSH-18 value assumed when a message leaves MSH-18 empty (HL7's own default is ASCII).
     default_charset: str = field(default_factory=MLLP_DEFAULT_CHARSET)
+    # Empty MSH-18 and bytes the default cannot read: UTF-8 if valid, else this (not in strict mode).
+    fallback_charset: str = field(default_factory=MLLP_FALLBACK_CHARSET)
     store_timeout: float = field(default_factory=MLLP_STORE_TIMEOUT)
     shutdown_grace: float = field(default_factory=MLLP_SHUTDOWN_GRACE)
     tls_cert: str | None = field(default_factory=MLLP_TLS_CERT)
@@ -53,16 +58,22 @@ class MllpSettings:
     processes: int = field(default_factory=MLLP_PROCESSES)
 
     def __post_init__(self) -> None:
-        try:
-            codec_for(self.default_charset)
-        except MessageError as exc:
-            raise SystemExit(f"MEDROUTE_MLLP_DEFAULT_CHARSET: {exc.detail}") from None
+        for name, value in (("DEFAULT", self.default_charset), ("FALLBACK", self.fallback_charset)):
+            try:
+                codec_for(value)
+            except MessageError as exc:
+                raise SystemExit(f"MEDROUTE_MLLP_{name}_CHARSET: {exc.detail}") from None
         if bool(self.tls_cert) != bool(self.tls_key):
             raise SystemExit("MEDROUTE_MLLP_TLS_CERT and MEDROUTE_MLLP_TLS_KEY must be set together")
         if self.processes < 1:
             raise SystemExit("MEDROUTE_MLLP_PROCESSES must be at least 1")
         if self.max_frame < 16:
             raise SystemExit("MEDROUTE_MLLP_MAX_FRAME is too small")
+
+    @property
+    def charset_fallback(self) -> str | None:
+        """What :func:`formats.hl7.charsets.decode` falls back to; None (refuse) in strict mode."""
+        return None if self.strict else self.fallback_charset
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """A server TLS context (TLS 1.2+) when a certificate is configured, else None."""

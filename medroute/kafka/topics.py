@@ -12,6 +12,7 @@ from medroute.config import (
     CONTROL,
     FORWARD_DELIVERED,
     FORWARD_STATUS,
+    HL7_RECEIVED_IDS,
     REPLAY_CHECKPOINTS,
     KafkaSettings,
 )
@@ -26,6 +27,7 @@ TOPIC_OVERRIDES: dict[str, dict[str, str]] = {
     FORWARD_STATUS: {"cleanup.policy": "compact"},
     # A ledger entry matters only until its decision's offset is committed (seconds): a week is ample.
     FORWARD_DELIVERED: {"cleanup.policy": "compact,delete", "retention.ms": str(7 * 24 * 3600 * 1000)},
+    HL7_RECEIVED_IDS: {"retention.ms": str(24 * 3600 * 1000)},
 }
 
 

@@ -96,6 +96,35 @@ def test_valid_message_ack_and_record(
     assert record["encoding"] == codec and record["version"] == version
 
 
+def _undeclared(name: str, declared: bytes) -> tuple[bytes, str]:
+    """A fixture with its MSH-18 emptied, as many real senders send it."""
+    raw, control_id, _ = fixture_with_new_id(name)
+    return raw.replace(b"|" + declared + b"\r", b"|\r", 1), control_id
+
+
+@pytest.mark.parametrize(
+    ("name", "declared", "codec", "needle"),
+    [
+        ("latin1_8859_1.hl7", b"8859/1", "iso8859-1", "MÜLLER"),
+        ("utf8_bom.hl7", b"UNICODE UTF-8", "utf-8", "Zoë"),
+        ("gb18030_chinese.hl7", b"GB 18030-2000", "iso8859-1", None),  # no site fallback for Chinese: bytes kept
+    ],
+)
+def test_empty_msh18_with_non_ascii_bytes_is_accepted(
+    name: str, declared: bytes, codec: str, needle: str | None, listener: RunningListener, inbound: TopicCollector
+) -> None:
+    raw, control_id = _undeclared(name, declared)
+    raw = raw.removeprefix(b"\xef\xbb\xbf")
+    assert b"|" + declared not in raw
+    (ack,) = asyncio.run(_send(listener.port, raw))
+    assert parse_ack(ack)[:2] == ("AA", control_id)
+    (record,) = inbound.wait_for(HL7_INBOUND, lambda r: r["control_id"] == control_id)
+    assert base64.b64decode(record["raw"]) == raw
+    assert (record["charset"], record["encoding"], record["charset_assumed"]) == ("", codec, codec)
+    if needle:
+        assert needle in raw.decode(codec)
+
+
 @pytest.mark.parametrize(
     ("mode", "answered", "code"),
     [("AL", True, "CA"), ("SU", True, "CA"), ("ER", False, None), ("NE", False, None)],

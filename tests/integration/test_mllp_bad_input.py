@@ -216,9 +216,6 @@ CASES = [
         "102",
     ),
     Case(
-        "undeclared_latin1", hl7(msh().format(cid=CID) + PID + "NTE|1||Müller\r", "latin-1"), "undecodable", "AE", "102"
-    ),
-    Case(
         "bom_with_latin1_declared",
         b"\xef\xbb\xbf" + hl7(msh("ADT^A01|{cid}|P|2.5.1|||||X|8859/1").format(cid=CID)),
         "undecodable",

@@ -8,7 +8,18 @@ import stat
 import pytest
 
 from medroute.blobstore import BlobStore
-from medroute.sealing import CHUNK_BYTES, MAGIC, NONCE_BYTES, BlobError, key_from_env, parse_key, reference_of
+from medroute.sealing import (
+    CHUNK_BYTES,
+    HEADER_BYTES,
+    KEY_ID_BYTES,
+    LEGACY_MAGIC,
+    MAGIC,
+    BlobError,
+    key_from_env,
+    key_id,
+    parse_key,
+    reference_of,
+)
 
 KEY = bytes(range(32))
 
@@ -37,7 +48,7 @@ def test_parts_are_stored_as_their_concatenation_across_chunks(store):
     reference = store.put(head, memoryview(body), tail)
     assert reference == reference_of(joined) == store.put(joined)
     assert store.get(reference) == joined
-    assert store.path_of(reference).stat().st_size == len(MAGIC) + NONCE_BYTES + len(joined) + 16
+    assert store.path_of(reference).stat().st_size == HEADER_BYTES + len(joined) + 16
 
 
 def test_same_content_is_stored_once(store):
@@ -50,6 +61,11 @@ def test_same_content_is_stored_once(store):
 def test_wrong_key_fails_authentication(store, tmp_path):
     reference = store.put(b"secret")
     other = BlobStore(store.root, bytes(32))
+    with pytest.raises(BlobError, match="key that is not configured"):
+        other.get(reference)
+    forged = bytearray(store.path_of(reference).read_bytes())  # the key id rewritten to name the other key
+    forged[len(MAGIC) : len(MAGIC) + KEY_ID_BYTES] = key_id(bytes(32))
+    store.path_of(reference).write_bytes(bytes(forged))
     with pytest.raises(BlobError, match="fails authentication"):
         other.get(reference)
 
@@ -104,3 +120,44 @@ def test_keys_from_hex_base64_env_and_default_file(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDROUTE_BLOB_KEY_FILE", str(tmp_path / "absent.key"))
     with pytest.raises(BlobError, match="cannot read the blob key file"):
         key_from_env()  # a configured key file that is missing is an error, never silently created
+
+
+def test_key_rotation_old_blobs_readable_new_under_new_key_and_rekey_resumes(tmp_path):
+    old_key, new_key = os.urandom(32), os.urandom(32)
+    old = BlobStore(tmp_path, old_key)
+    before = [old.put(f"image {n}".encode()) for n in range(3)]
+    rotated = BlobStore(tmp_path, new_key, old_keys=(old_key,))
+    assert [rotated.get(r) for r in before] == [f"image {n}".encode() for n in range(3)]
+    after = rotated.put(b"image after rotation")
+    with pytest.raises(BlobError):
+        old.get(after)  # sealed under the new key only
+    assert rotated.rekey(before[0]) is True  # as if a first run stopped after one blob
+    assert sorted(r for r in rotated.references() if rotated.rekey(r)) == sorted(before[1:])
+    assert not any(rotated.rekey(r) for r in rotated.references())  # a rerun has nothing left to do
+    alone = BlobStore(tmp_path, new_key)  # the old key can now be retired
+    assert [alone.get(r) for r in before] == [f"image {n}".encode() for n in range(3)]
+
+
+def test_first_format_blobs_are_read_and_rekeyed(tmp_path):
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    key = os.urandom(32)
+    store = BlobStore(tmp_path, key)
+    data = b"sealed before key ids existed"
+    reference = reference_of(data)
+    nonce = os.urandom(12)
+    store.path_of(reference).parent.mkdir(parents=True)
+    store.path_of(reference).write_bytes(LEGACY_MAGIC + nonce + AESGCM(key).encrypt(nonce, data, reference.encode()))
+    assert store.get(reference) == data
+    assert store.rekey(reference) and store.path_of(reference).read_bytes().startswith(MAGIC)
+    assert store.get(reference) == data
+
+
+def test_old_keys_from_the_environment(monkeypatch, tmp_path):
+    from medroute.sealing import old_keys_from_env
+
+    first, second = os.urandom(32), os.urandom(32)
+    monkeypatch.setenv("MEDROUTE_BLOB_OLD_KEYS", f"{first.hex()},\n{second.hex()}")
+    assert old_keys_from_env() == (first, second)
+    monkeypatch.delenv("MEDROUTE_BLOB_OLD_KEYS")
+    assert old_keys_from_env() == ()

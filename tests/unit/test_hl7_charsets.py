@@ -77,10 +77,49 @@ def test_declared_utf8_but_gb18030_bytes() -> None:
     assert "UNICODE UTF-8" in info.value.detail
 
 
-def test_high_bytes_without_msh18_are_not_ascii() -> None:
+def test_high_bytes_without_msh18_are_refused_when_strict() -> None:
     with pytest.raises(MessageError) as info:
-        charsets.decode(message("", "OBX|1|TX|||Müller").encode("latin-1"))
+        charsets.decode(message("", "OBX|1|TX|||Müller").encode("latin-1"), fallback=None)
     assert info.value.reason.code == "undecodable"
+
+
+# Public-style messages as real senders send them: non-ASCII bytes, MSH-18 empty.
+LAB_UTF8 = message("", "OBX|1|NM|2160-0^Creatinine^LN||88|µmol/L|62-106|N").encode("utf-8")
+GERMAN_LATIN1 = message("", "NTE|1||Befund: Lungenödem, Größe unverändert; à revoir").encode("latin-1")
+CHINESE_GB18030 = message("", "OBX|1|TX|||胸部CT平扫未见异常").encode("gb18030")
+
+
+@pytest.mark.parametrize(
+    ("raw", "fallback", "codec", "needle"),
+    [
+        (LAB_UTF8, charsets.DEFAULT_FALLBACK, "utf-8", "µmol/L"),
+        (GERMAN_LATIN1, charsets.DEFAULT_FALLBACK, "iso8859-1", "Lungenödem"),
+        (CHINESE_GB18030, "GB 18030-2000", "gb18030", "胸部CT平扫未见异常"),
+        # Not UTF-8 and no site fallback for Chinese: read as 8859-1 (mojibake, never a refusal).
+        (CHINESE_GB18030, charsets.DEFAULT_FALLBACK, "iso8859-1", "OBX|1|TX|||"),
+    ],
+)
+def test_tolerant_reading_without_msh18(raw: bytes, fallback: str, codec: str, needle: str) -> None:
+    decoded = charsets.decode(raw, fallback=fallback)
+    assert (decoded.codec, decoded.assumed, decoded.charset) == (codec, codec, "")
+    assert needle in decoded.text
+    assert raw.decode(decoded.codec) == decoded.text  # what Hl7Record.text() will do
+
+
+def test_ascii_without_msh18_assumes_nothing() -> None:
+    decoded = charsets.decode(message("").encode())
+    assert (decoded.codec, decoded.assumed) == ("ascii", None)
+
+
+def test_declared_charset_is_never_second_guessed() -> None:
+    with pytest.raises(MessageError) as info:
+        charsets.decode(message("ASCII", "OBX|1|TX|||Müller").encode("latin-1"))
+    assert info.value.reason.code == "undecodable"
+
+
+def test_bom_with_bytes_that_are_not_utf8_is_refused_even_when_tolerant() -> None:
+    with pytest.raises(MessageError):
+        charsets.decode(b"\xef\xbb\xbf" + message("", "NTE|1||Müller").encode("latin-1"))
 
 
 def test_site_default_charset_applies_to_empty_msh18() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from listeners.mllp.dedup import RecentMessages
+from listeners.mllp.dedup import RecentMessages, identity_key
 
 
 class Clock:
@@ -51,3 +51,20 @@ def test_disabled() -> None:
     recent = RecentMessages(window=0, max_entries=10)
     recent.add("a")
     assert not recent.seen("a") and len(recent) == 0
+
+
+def test_entries_from_other_processes_keep_their_own_time() -> None:
+    clock = Clock()
+    recent = RecentMessages(window=600, max_entries=10, clock=clock)
+    recent.add("old", at=clock.now - 700)  # already outside the window: not kept
+    recent.add("shared", at=clock.now - 500)
+    assert not recent.seen("old") and recent.seen("shared")
+    recent.add("shared", at=clock.now - 550)  # an older copy of the entry does not move it back
+    clock.now += 150
+    assert not recent.seen("shared")
+
+
+def test_identity_key_is_a_digest() -> None:
+    key = identity_key("LAB", "HOSP", "MSG0001")
+    assert len(key) == 64 and "MSG0001" not in key
+    assert key != identity_key("LAB", "HOSP", "MSG0002") and key != identity_key("LABHOSP", "", "MSG0001")

@@ -15,10 +15,12 @@ from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
 from formats.hl7.mllp_client import MllpClient, MllpConnectionError, parse_ack
+from listeners.mllp.dedup import identity_key
 from listeners.mllp.server import MllpServer, serve
 from listeners.mllp.settings import MllpSettings
 from listeners.sink import SinkUnavailable
-from medroute.config import AUDIT_EVENTS, HL7_DEADLETTER, HL7_INBOUND
+from medroute.config import AUDIT_EVENTS, HL7_DEADLETTER, HL7_INBOUND, HL7_RECEIVED_IDS
+from medroute.ports import free_port
 from medroute.records import AuditEvent, DeadLetter, Hl7Record
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "hl7"
@@ -195,6 +197,33 @@ async def test_content_error_is_ae(sink: MemorySink) -> None:
         ack = parse_ack(await client.send(wrong, timeout=5))
     assert (ack.code, ack.control_id, ack.error_code) == ("AE", "GB800001", "102")
     assert sink.dead_letters()[0].reason == "undecodable"
+
+
+UNDECLARED_LATIN1 = with_control_id(ADT, "LATIN0001").replace(b"\rPV1", "\rNTE|1||Größe: 3 µm\rPV1".encode("latin-1"))
+
+
+async def test_empty_msh18_high_bytes_are_accepted_with_the_assumed_charset(sink: MemorySink) -> None:
+    before = REGISTRY.get_sample_value(
+        "medroute_listener_charset_assumed_total", {"listener": "mllp", "charset": "iso8859-1"}
+    )
+    async with MllpServer(settings(), sink) as server, MllpClient("127.0.0.1", server.port) as client:
+        ack = parse_ack(await client.send(UNDECLARED_LATIN1, timeout=5))
+    assert (ack.code, ack.control_id) == ("AA", "LATIN0001")
+    (record,) = sink.inbound()
+    assert record.raw == UNDECLARED_LATIN1  # bytes kept unchanged
+    assert (record.charset, record.encoding, record.charset_assumed) == ("", "iso8859-1", "iso8859-1")
+    assert "Größe: 3 µm" in record.text()
+    after = REGISTRY.get_sample_value(
+        "medroute_listener_charset_assumed_total", {"listener": "mllp", "charset": "iso8859-1"}
+    )
+    assert after == (before or 0) + 1
+
+
+async def test_strict_mode_still_refuses_undeclared_high_bytes(sink: MemorySink) -> None:
+    async with MllpServer(settings(strict=True), sink) as server, MllpClient("127.0.0.1", server.port) as client:
+        ack = parse_ack(await client.send(UNDECLARED_LATIN1, timeout=5))
+    assert (ack.code, ack.control_id, ack.error_code) == ("AE", "LATIN0001", "102")
+    assert sink.inbound() == [] and sink.dead_letters()[0].reason == "undecodable"
 
 
 async def test_frame_errors(sink: MemorySink) -> None:
@@ -441,3 +470,17 @@ def test_strict_details_carry_no_field_values() -> None:
     with pytest.raises(MessageError) as info:
         validate.validate(read_message(text))
     assert "SECRETDATE" not in info.value.detail and info.value.reason.code == "not_conformant"
+
+
+async def test_shared_window_entry_is_written_and_flushed_at_stop(sink: MemorySink) -> None:
+    stop = asyncio.Event()
+    port = free_port()
+    task = asyncio.create_task(serve(settings(port=port), sink=sink, stop=stop))
+    await asyncio.sleep(0.3)
+    async with MllpClient("127.0.0.1", port) as client:
+        assert parse_ack(await client.send(with_control_id(ADT, "SHARE0001"), timeout=5)).code == "AA"
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    ((key, value),) = sink.on(HL7_RECEIVED_IDS)
+    assert key == identity_key("ADTSYS", "GENHOSP", "SHARE0001").encode()
+    assert json.loads(value)["message_id"] == sink.inbound()[0].message_id

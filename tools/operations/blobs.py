@@ -1,0 +1,47 @@
+"""``medroute blobs rekey``: re-seal every blob of the directory store under the current key.
+
+Rotation, step by step: make the new key ``MEDROUTE_BLOB_KEY`` and list the old one in
+``MEDROUTE_BLOB_OLD_KEYS`` for every process (new blobs are sealed under the new key, old ones stay
+readable); run ``medroute blobs rekey``; when it reports nothing left under an old key, drop the old key.
+Each blob is replaced atomically and carries the id of the key that sealed it, so an interrupted run
+is simply run again: blobs already under the current key are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from medroute.blobstore import BlobStore, from_env
+from medroute.sealing import BlobError
+
+
+def rekey_all(store: BlobStore) -> tuple[int, int, list[str]]:
+    """(re-sealed, already under the current key, references that failed)."""
+    done = skipped = 0
+    failed: list[str] = []
+    for reference in store.references():
+        try:
+            if store.rekey(reference):
+                done += 1
+            else:
+                skipped += 1
+        except (BlobError, OSError):
+            failed.append(reference)
+    return done, skipped, failed
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="medroute blobs", description=__doc__.split("\n\n")[0])
+    parser.add_argument("action", choices=["rekey"])
+    parser.parse_args(sys.argv[1:] if argv is None else argv)
+    store = from_env()
+    if not isinstance(store, BlobStore):
+        print("medroute blobs rekey: only the directory store (MEDROUTE_BLOB_DIR) is supported", file=sys.stderr)
+        return 2
+    done, skipped, failed = rekey_all(store)
+    print(f"re-sealed {done}, already under the current key {skipped}, failed {len(failed)}")
+    for reference in failed:
+        print(f"failed: {reference} (unreadable with the configured keys, or altered)", file=sys.stderr)
+    return 1 if failed else 0

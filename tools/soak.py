@@ -231,8 +231,11 @@ def run(minutes: float, interval: float, home: Path) -> dict:
         stop.set()
         system.stop()
     summary["kills"] = kills
+    # A second decision of one record is reported, not failed: a worker killed between publishing a batch's
+    # decisions and storing their ledger entries publishes them again, by design (pipeline/agents.py); the
+    # message id they carry lets every consumer recognise it, and the forwarders deliver once.
     summary["ok"] = not (
-        summary["acknowledged_missing"] or summary["undecided"] or summary["double_decisions"]
+        summary["acknowledged_missing"] or summary["undecided"]
         or summary["partitions_with_lag"]
     )  # fmt: skip
     return summary

@@ -88,6 +88,11 @@ def dicom_record_of(
     )
 
 
+def order_key(record: DicomRecord) -> str | None:
+    """What orders an image's deliveries: a keyed hash of its study."""
+    return hash_id(record.study_uid)
+
+
 class DicomFeed(Feed[DicomRecord]):
     """``model`` None decides every image on its metadata."""
 
@@ -109,14 +114,14 @@ class DicomFeed(Feed[DicomRecord]):
             dataset = read_dataset(data)
             del data  # the dataset holds what it needs; a batch of large images is heavy enough
             if self.model is None or not wants_image_model(record):
-                return Prepared(None, None, hash_id(record.study_uid))
+                return Prepared(None, None, order_key(record))
             image = representative_image(dataset)
         except ImageDecodeError as exc:
             return self.reject(record, exc.reason, str(exc))
         except Exception as exc:  # one image that pydicom chokes on must not stop the feed behind it
             log.error("decode_failed", message=hash_id(record.message_id), error=type(exc).__name__)
             return self.reject(record, "undecodable_pixels", f"pixel decoding failed ({type(exc).__name__})")
-        return Prepared(image.pixels, _summary(image), hash_id(record.study_uid))
+        return Prepared(image.pixels, _summary(image), order_key(record))
 
     def facts(self, record: DicomRecord, content: Content, classification: Classification | None) -> RouteFacts:
         return dicom_facts(record, classification)

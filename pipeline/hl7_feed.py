@@ -25,6 +25,12 @@ from pipeline.routing import EXTRACTION_FAILED, RouteFacts, hl7_facts
 log = structlog.get_logger(__name__)
 
 
+def order_key(record: Hl7Record, patient_id: str | None) -> str | None:
+    """What orders a message's deliveries: a keyed hash of its patient (PID-3), else of its control id, as the
+    listener keys ``hl7.inbound``."""
+    return hash_id(patient_id or record.control_id or record.message_id)
+
+
 class Hl7Feed(Feed[Hl7Record]):
     kind: ClassVar[str] = "hl7"
     topic: ClassVar[str] = HL7_INBOUND
@@ -44,9 +50,7 @@ class Hl7Feed(Feed[Hl7Record]):
             return self.reject(record, "extract_failed", f"text extraction failed ({type(exc).__name__})")
         if extracted.failures:
             metrics.EXTRACTION_FAILURES.inc()
-        # Deliveries of one patient's messages keep their order (the listener keys hl7.inbound the same way).
-        order_key = hash_id(message.patient_id or record.control_id or record.message_id)
-        return Prepared(extracted.text or None, extracted, order_key)
+        return Prepared(extracted.text or None, extracted, order_key(record, message.patient_id))
 
     def facts(self, record: Hl7Record, content: Content, classification: Classification | None) -> RouteFacts:
         assert isinstance(content, ExtractedText)

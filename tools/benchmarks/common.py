@@ -21,8 +21,9 @@ from typing import Any
 from formats.hl7.message import read_lenient
 from medroute.config import DICOM_INBOUND, HL7_INBOUND, REPO_ROOT, ROUTING_DECISIONS, KafkaSettings, child_environment
 from medroute.kafka.client import durable_producer
-from medroute.logs import hash_id
 from medroute.records import DicomRecord, Hl7Record, RoutingDecision
+from pipeline.dicom_feed import order_key as dicom_order_key
+from pipeline.hl7_feed import order_key as hl7_order_key
 from pipeline.outcomes import Decided
 from pipeline.publish import forwardable
 from shell.samples import sample_messages
@@ -235,10 +236,9 @@ async def publish_decided(kafka: KafkaSettings, decided: Sequence[Decided]) -> N
 def decided_item(record: Hl7Record | DicomRecord, destinations: list[str], rule: str = "bench") -> Decided:
     """A metadata-only decision of ``record`` for ``destinations``, ordered as the worker orders it."""
     if isinstance(record, DicomRecord):
-        kind, message_type, order_key = "dicom", f"DICOM^{record.modality}", hash_id(record.study_uid)
+        kind, message_type, key = "dicom", f"DICOM^{record.modality}", dicom_order_key(record)
     else:
-        patient = read_lenient(record.text()).patient_id
         kind, message_type = "hl7", record.message_type
-        order_key = hash_id(patient or record.control_id or record.message_id)
+        key = hl7_order_key(record, read_lenient(record.text()).patient_id)
     decision = RoutingDecision(record.message_id, kind, message_type, None, None, None, rule, destinations)
-    return Decided(record, None, decision, None, order_key)
+    return Decided(record, None, decision, None, key)

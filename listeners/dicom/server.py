@@ -22,16 +22,18 @@ from typing import Any
 import structlog
 from pydicom import config as pydicom_config
 from pynetdicom import AE, _config, evt
+from pynetdicom.dul import DULServiceProvider
 from pynetdicom.transport import ThreadedAssociationServer
 
+from formats.dicom.association import release_association, tune_association
 from listeners import metrics
 from listeners.dicom import metrics as dicom_metrics
 from listeners.dicom.bridge import ThreadedSink
 from listeners.dicom.contexts import supported_contexts
 from listeners.dicom.dispatch import Dispatch
+from listeners.dicom.fastpath import FastStoreDUL
 from listeners.dicom.settings import DicomSettings
 from listeners.dicom.store import LISTENER, RecordWriter, StoreHandler
-from listeners.dicom.transport import release_association, tune_association
 from listeners.processes import sibling_processes
 from listeners.sink import KafkaSink
 from medroute import blobstore
@@ -119,7 +121,12 @@ class _AssociationServer(ThreadedAssociationServer):
 
 
 def _on_open(event: Any, store: StoreHandler | None = None) -> None:
-    tune_association(event, store)
+    """Before the association's threads start: with ``store``, C-STOREs take :mod:`listeners.dicom.fastpath`."""
+    dul = event.assoc.dul
+    if store is not None and type(dul) is DULServiceProvider:
+        dul.__class__ = FastStoreDUL
+        dul.store = store
+    tune_association(event)
     metrics.CONNECTIONS.labels(LISTENER).inc()
 
 

@@ -25,9 +25,10 @@ from pathlib import Path
 
 import pydicom
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, _config, build_context
+from pynetdicom import AE, _config, build_context, evt
 from pynetdicom.association import Association
 
+from formats.dicom.association import release_association, tune_association
 from pipeline.forward.destinations import Destination
 from pipeline.forward.errors import PermanentError, RetryableError, UnreachableError
 from pipeline.forward.items import DicomMeta, Item
@@ -144,6 +145,8 @@ class DicomSender:
             self.destination.option("port"),
             ae_title=self.destination.option("called_ae"),
             tls_args=tls_args,
+            # Without these, each open association's two threads poll every millisecond, idle or not.
+            evt_handlers=[(evt.EVT_CONN_OPEN, tune_association), (evt.EVT_CONN_CLOSE, release_association)],
         )
         if not assoc.is_established:
             why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "not established"

@@ -187,6 +187,7 @@ class Forwarder:
                 entry.done = True
             else:
                 chains[(entry.record.partition, entry.record.key)].append(entry)
+        await self._items.prefetch(e.decision for chain in chains.values() for e in chain if e.decision)
         await asyncio.gather(*(self._chain(chain) for chain in chains.values()))
         return entries
 
@@ -248,7 +249,8 @@ class Forwarder:
                         why = f"a {self.destination.type} destination takes no {decision.kind} items"
                         raise PermanentError("unsupported_kind", why)
                     item = await self._items.item(decision)
-                    outcome = await asyncio.wait_for(self._sender.send(item), self.destination.timeout * 2 + 5)
+                    async with asyncio.timeout(self.destination.timeout * 2 + 5):
+                        outcome = await self._sender.send(item)
                 except UnreachableError as exc:
                     self.breaker.failure()
                     self._attempt(decision, attempt, "unreachable", exc.code, started)

@@ -5,8 +5,10 @@ decision names), with the fields a file name may use. Decisions carry no PHI; th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
-from collections import OrderedDict
+from collections import OrderedDict, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -17,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from pydicom.errors import InvalidDicomError
 
-from formats.hl7.message import read_lenient
+from formats.hl7.message import read_header
 from medroute.config import KafkaSettings
 from medroute.kafka.client import consumer
 from medroute.records import Hl7Record, RoutingDecision
@@ -58,7 +60,7 @@ class Item:
     @cached_property
     def control_id(self) -> str:
         """MSH-10 (HL7 only): what the receiver's ACK must name in MSA-2."""
-        return read_lenient(self.data.decode("latin-1")).header.control_id if self.kind == "hl7" else ""
+        return read_header(self.data.decode("latin-1")).control_id if self.kind == "hl7" else ""
 
     @cached_property
     def dicom(self) -> DicomMeta:
@@ -90,9 +92,7 @@ class Item:
             fields["control_id"] = self.control_id
         else:
             meta = self.dicom
-            fields.update(
-                sop_instance_uid=meta.sop_instance_uid, study_uid=meta.study_uid, series_uid=meta.series_uid
-            )
+            fields.update(sop_instance_uid=meta.sop_instance_uid, study_uid=meta.study_uid, series_uid=meta.series_uid)
         return fields
 
 
@@ -101,7 +101,8 @@ class InboundRecords:
 
     Decisions reach a forwarder in about the order of their records, so each read keeps what came with it
     (the rest of the fetched batch): the next items are then in memory, and a backlog costs a fetch per
-    batch, not one per item.
+    batch, not one per item. :meth:`prefetch` reads a whole batch of decisions' records before their
+    deliveries start, so no delivery waits behind another's fetch.
     """
 
     def __init__(self, kafka: KafkaSettings, keep: int = 20_000) -> None:
@@ -112,7 +113,9 @@ class InboundRecords:
         self._records: OrderedDict[tuple[str, int, int], bytes] = OrderedDict()
 
     async def start(self) -> None:
-        self._consumer = consumer(self._kafka, max_partition_fetch_bytes=4 * 1024 * 1024)
+        # A short fetch wait: a read after a seek waits for the fetch in flight, which at the log's end is a
+        # long poll (500 ms by default); reads happen once per batch of decisions, never in a loop.
+        self._consumer = consumer(self._kafka, max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_wait_ms=10)
         await self._consumer.start()
 
     async def stop(self) -> None:
@@ -132,15 +135,36 @@ class InboundRecords:
             raise PermanentError("item_missing", f"{place} is no longer in the log")
         return value
 
+    async def prefetch(self, places: Iterable[str]) -> None:
+        """Read the records at ``places`` into memory, one fetch per run of nearby offsets; what cannot be
+        read now is left for :meth:`get` to report item by item."""
+        missing: dict[tuple[str, int], set[int]] = defaultdict(set)
+        for place in places:
+            with contextlib.suppress(PermanentError):
+                topic, partition, offset = _place(place)
+                if (topic, partition, offset) not in self._records:
+                    missing[(topic, partition)].add(offset)
+        async with self._lock:
+            for (topic, partition), offsets in missing.items():
+                for offset in sorted(offsets):
+                    if (topic, partition, offset) not in self._records:
+                        try:
+                            await self._fetch(TopicPartition(topic, partition), offset)
+                        except RetryableError:
+                            return
+
     async def _fetch(self, tp: TopicPartition, offset: int) -> None:
         assert self._consumer is not None, "start() first"
         if tp not in self._consumer.assignment():
             self._consumer.assign([*self._consumer.assignment(), tp])
+        self._consumer.resume(tp)
         self._consumer.seek(tp, offset)
         try:
             batches = await asyncio.wait_for(self._consumer.getmany(tp, timeout_ms=2000), 10)
         except (KafkaError, TimeoutError) as exc:
             raise RetryableError("kafka_unavailable", f"cannot read {tp.topic}: {type(exc).__name__}") from None
+        finally:
+            self._consumer.pause(tp)  # nothing is read ahead until the next seek
         for record in batches.get(tp, []):
             self._records[(tp.topic, tp.partition, record.offset)] = record.value
         while len(self._records) > self._keep:
@@ -161,6 +185,11 @@ class ItemSource:
     def __init__(self, blobs: BlobSource | None, inbound: InboundRecords | None) -> None:
         self._blobs = blobs
         self._inbound = inbound
+
+    async def prefetch(self, decisions: Iterable[RoutingDecision]) -> None:
+        """Read ahead the HL7 records of a batch of decisions (DICOM blobs are read one by one)."""
+        if self._inbound is not None:
+            await self._inbound.prefetch(d.source_offset for d in decisions if d.kind == "hl7" and d.source_offset)
 
     async def item(self, decision: RoutingDecision) -> Item:
         if decision.kind == "hl7":

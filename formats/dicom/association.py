@@ -1,4 +1,5 @@
-"""Two CPU savings in pynetdicom's per-association machinery, applied to each new association.
+"""Two CPU savings in pynetdicom's per-association machinery, applied to each new association (the
+listener's incoming ones and the forwarders' outgoing ones alike).
 
 - pynetdicom reads every PDU in 4 KiB ``recv`` calls, each result appended to a growing bytearray: for
   a 0.5 MB image ~130 calls holding the GIL that all associations share. Reading straight into a
@@ -23,11 +24,7 @@ import time
 from typing import Any
 
 from pynetdicom.dimse import DIMSEServiceProvider
-from pynetdicom.dul import DULServiceProvider
 from pynetdicom.transport import AssociationSocket
-
-from listeners.dicom.fastpath import FastStoreDUL
-from listeners.dicom.store import StoreHandler
 
 REACTOR_WAIT = 0.02
 
@@ -90,13 +87,10 @@ class _WaitingDIMSEServiceProvider(DIMSEServiceProvider):
             return None, None
 
 
-def tune_association(event: Any, store: StoreHandler | None = None) -> None:
-    """``EVT_CONN_OPEN`` handler: runs before the association's threads start. With ``store``, C-STOREs
-    take :mod:`listeners.dicom.fastpath`."""
+def tune_association(event: Any) -> None:
+    """``EVT_CONN_OPEN`` handler. An acceptor's runs before the association's threads start; a requestor's
+    in its DUL thread as the connection opens, before anything is queued for it to send."""
     assoc = event.assoc
-    if store is not None and type(assoc.dul) is DULServiceProvider:
-        assoc.dul.__class__ = FastStoreDUL
-        assoc.dul.store = store
     if type(assoc.dimse) is DIMSEServiceProvider:
         assoc.dimse.__class__ = _WaitingDIMSEServiceProvider
     transport, dul = assoc.dul.socket, assoc.dul

@@ -1,0 +1,1 @@
+"""DICOM networking shared by the listener (acceptor) and the forwarders (requestor)."""

@@ -11,7 +11,7 @@ Per batch of decisions (``getmany``):
 4. a finished item (delivered or dead-lettered) is handed to the ledger's producer at once (not awaited
    one by one: the chain goes on while the entry travels), and
 5. when the batch is done and Kafka has stored every ledger entry, offsets are committed up to the first
-   unfinished decision of each partition.
+   unfinished decision of each partition (while the next batch is already being delivered).
 
 While a batch runs (a receiver that is down can hold it for hours) the consumer keeps polling with its
 partitions paused, so the group does not take it for dead. On stop or on a rebalance, deliveries stop
@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
@@ -100,6 +101,7 @@ class Forwarder:
     ) -> None:
         self.destination = destination
         self.name = destination.name
+        self._name_json = orjson.dumps(destination.name)  # as it appears in a decision's destinations
         self._kafka = kafka
         self._sender = sender
         self._producer = producer
@@ -113,6 +115,7 @@ class Forwarder:
         self._stopping = asyncio.Event()
         self._abort = asyncio.Event()  # stop between attempts: stop() or a rebalance
         self._batch: asyncio.Task | None = None
+        self._settling: asyncio.Task | None = None  # the last batch's commit
         self._loaded: set[int] = set()  # decision partitions whose ledger entries are read back
         self._consumer: AIOKafkaConsumer | None = None
         self._pending_audit: list[asyncio.Future] = []
@@ -166,12 +169,26 @@ class Forwarder:
             await self._finish_batch()
             self._consumer.resume(*self._consumer.assignment())
 
-    async def _finish_batch(self) -> None:
-        """Wait for the batch in flight (if any) and commit what it finished."""
+    async def _finish_batch(self, wait: bool = False) -> None:
+        """Wait for the batch in flight (if any), and commit what it finished. The commit runs while the next
+        batch is delivered (it waits for the batch's ledger entries first, a round trip or two); with
+        ``wait``, and before the next commit, it is waited for."""
         task, self._batch = self._batch, None
-        if task is None:
-            return
-        entries = await asyncio.shield(task)
+        if task is not None:
+            entries = await asyncio.shield(task)
+            self._seek_back(entries)  # before the next fetch: what did not finish comes next
+            await self._settled()
+            self._settling = asyncio.create_task(self._settle(entries))
+        if wait:
+            await self._settled()
+
+    async def _settled(self) -> None:
+        """Wait for the commit in flight; its failure (a ledger entry Kafka did not store) is raised here."""
+        settling, self._settling = self._settling, None
+        if settling is not None:
+            await settling
+
+    async def _settle(self, entries: Sequence[_Entry]) -> None:
         await self.ledger.flush()  # every finished item's entry stored before any offset moves
         await self._flush_audit()
         await self._commit(entries)
@@ -202,6 +219,8 @@ class Forwarder:
             log.info("ledger_loaded", destination=self.name, partition=partition, entries=count)
 
     def _relevant(self, record: ConsumerRecord) -> RoutingDecision | None:
+        if self._name_json not in (record.value or b""):
+            return None  # names another destination: most decisions, not worth decoding
         try:
             decision = RoutingDecision.from_json(record.value or b"")
         except (ValueError, TypeError) as exc:
@@ -348,6 +367,18 @@ class Forwarder:
         deliveries = await asyncio.gather(*pending)
         await asyncio.gather(*deliveries)
 
+    def _seek_back(self, entries: Sequence[_Entry]) -> None:
+        """Each partition's first unfinished decision is read again next."""
+        assert self._consumer is not None
+        blocked: set[int] = set()
+        for entry in entries:  # in offset order per partition
+            if entry.done or entry.record.partition in blocked:
+                continue
+            blocked.add(entry.record.partition)
+            tp = TopicPartition(entry.record.topic, entry.record.partition)
+            if not self._stopping.is_set() and tp in self._consumer.assignment():
+                self._consumer.seek(tp, entry.record.offset)
+
     async def _commit(self, entries: Sequence[_Entry]) -> None:
         assert self._consumer is not None
         offsets: dict[TopicPartition, int] = {}
@@ -360,8 +391,6 @@ class Forwarder:
                 offsets[tp] = entry.record.offset + 1
             else:
                 blocked.add(entry.record.partition)
-                if not self._stopping.is_set() and tp in self._consumer.assignment():
-                    self._consumer.seek(tp, entry.record.offset)  # deliver it again next
         assigned = self._consumer.assignment()
         owned = {tp: OffsetAndMetadata(offset, "") for tp, offset in offsets.items() if tp in assigned}
         if not owned:
@@ -375,7 +404,7 @@ class Forwarder:
         """Before partitions move: stop between attempts, commit what finished."""
         if self._batch is not None:
             self._abort.set()
-            await self._finish_batch()
+        await self._finish_batch(wait=True)
         self._loaded.clear()  # another member may have delivered meanwhile: read the ledger again
 
 

@@ -97,6 +97,7 @@ class Forwarder:
         producer: AIOKafkaProducer,
         items: ItemSource,
         ledger: DeliveredLedger,
+        audit_producer: AIOKafkaProducer,
         max_batch: int = 500,
     ) -> None:
         self.destination = destination
@@ -105,6 +106,7 @@ class Forwarder:
         self._kafka = kafka
         self._sender = sender
         self._producer = producer
+        self._audit_producer = audit_producer
         self._items = items
         self.ledger = ledger
         self._max_batch = max_batch
@@ -359,7 +361,9 @@ class Forwarder:
             details={"destination": self.name, "type": self.destination.type, "kind": decision.kind, **details},
         )
         self._pending_audit.append(
-            asyncio.ensure_future(self._producer.send(AUDIT_EVENTS, event.to_json(), key=decision.message_id.encode()))
+            asyncio.ensure_future(
+                self._audit_producer.send(AUDIT_EVENTS, event.to_json(), key=decision.message_id.encode())
+            )
         )
 
     async def _flush_audit(self) -> None:

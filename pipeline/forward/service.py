@@ -38,6 +38,7 @@ log = structlog.get_logger(__name__)
 
 EXIT_CONFIG = 2
 RESTART_SECONDS = 5.0
+AUDIT_LINGER_MS = 20
 
 
 @dataclass
@@ -59,6 +60,7 @@ class ForwardService:
         self._running: dict[str, _Running] = {}
         self._stopping = asyncio.Event()
         self._producer: AIOKafkaProducer | None = None
+        self._audit_producer: AIOKafkaProducer | None = None
 
     @property
     def forwarders(self) -> list[Forwarder]:
@@ -70,6 +72,10 @@ class ForwardService:
         # window between the two is the one double delivery a crash can cause; a 5 ms linger widened it).
         self._producer = durable_producer(self._kafka)
         await self._producer.start()
+        # Audit events are waited for only before a commit, which runs beside the next batch: they may
+        # linger and travel in few requests (one per item had been half the broker's produce requests).
+        self._audit_producer = durable_producer(self._kafka, linger_ms=AUDIT_LINGER_MS)
+        await self._audit_producer.start()
         await self._inbound.start()
         try:
             for destination in self._destinations:
@@ -92,16 +98,18 @@ class ForwardService:
             await asyncio.gather(*(self._stop(name) for name in list(self._running)))
             await status.publish(self._producer, forwarders, stopped=True)
             await self._inbound.stop()
+            await self._audit_producer.stop()
             await self._producer.stop()
 
     def stop(self) -> None:
         self._stopping.set()
 
     def _start(self, destination: Destination) -> None:
-        assert self._producer is not None
+        assert self._producer is not None and self._audit_producer is not None
         sender = make_sender(destination, self._producer)
         ledger = DeliveredLedger(destination.name, self._kafka, self._producer, self._settings.ledger_lookback)
-        forwarder = Forwarder(destination, self._kafka, sender, self._producer, self._items, ledger)
+        forwarder = Forwarder(destination, self._kafka, sender, self._producer, self._items, ledger,
+                              self._audit_producer)  # fmt: skip
         task = asyncio.create_task(forwarder.run(), name=f"forward-{destination.name}")
         self._running[destination.name] = _Running(destination, forwarder, sender, task)
 

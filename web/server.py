@@ -6,6 +6,7 @@ Refuses to start (exit status 2) when authentication is on and no account exists
 
 from __future__ import annotations
 
+import ssl
 import sys
 
 import structlog
@@ -28,6 +29,9 @@ def serve() -> int:
     configure_logging("web")
     silence_pydicom()
     settings = WebSettings()
+    if settings.tls_ca and not settings.tls_cert:
+        print("medroute web: MEDROUTE_HTTP_TLS_CA (client certificates) needs MEDROUTE_HTTP_TLS_CERT", file=sys.stderr)
+        return EXIT_CONFIG
     try:
         accounts = Accounts.load(
             settings.users_file, settings.tokens_file, settings.admin_username, settings.admin_password
@@ -54,6 +58,7 @@ def serve() -> int:
         "web_starting",
         url=f"{settings.scheme}://{settings.host}:{settings.port}",
         auth=settings.auth,
+        client_certificates=bool(settings.tls_ca),
         models=[m.ref for m in (startup.classifier, startup.image_classifier) if m is not None],
         kafka=kafka.bootstrap_servers if kafka else None,
     )
@@ -63,6 +68,9 @@ def serve() -> int:
         port=settings.port,
         ssl_certfile=settings.tls_cert,
         ssl_keyfile=settings.tls_key,
+        # MEDROUTE_HTTP_TLS_CA: a client without a certificate this CA signed fails the TLS handshake.
+        ssl_ca_certs=settings.tls_ca,
+        ssl_cert_reqs=ssl.CERT_REQUIRED if settings.tls_ca else ssl.CERT_NONE,
         access_log=False,  # request lines are not structlog events; /metrics counts requests
         log_level="warning",
         lifespan="on",

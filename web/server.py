@@ -6,8 +6,10 @@ Refuses to start (exit status 2) when authentication is on and no account exists
 
 from __future__ import annotations
 
+import signal
 import ssl
 import sys
+from types import FrameType
 
 import structlog
 import uvicorn
@@ -23,9 +25,21 @@ from web.users import Accounts, AccountsError
 
 log = structlog.get_logger(__name__)
 EXIT_CONFIG = 2
+# After SIGTERM, requests in flight get this long; then the server stops anyway. A client keeping an idle HTTPS
+# connection open (a script's connection pool) would otherwise hold the stop for asyncio's TLS shutdown timeout
+# (30 s): the server's close_notify waits for an answer nobody reads.
+STOP_SECONDS = 5.0
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM or SIGINT outside uvicorn's handling (while loading, or re-raised by uvicorn once it has shut
+    down gracefully) ends the process with status 0: a requested stop is a clean one."""
+    raise SystemExit(0)
 
 
 def serve() -> int:
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _stop)
     configure_logging("web")
     silence_pydicom()
     settings = WebSettings()
@@ -74,5 +88,6 @@ def serve() -> int:
         access_log=False,  # request lines are not structlog events; /metrics counts requests
         log_level="warning",
         lifespan="on",
+        timeout_graceful_shutdown=STOP_SECONDS,
     )
     return 0

@@ -18,6 +18,7 @@ from typing import Protocol
 
 from medroute.config import BLOB_DIR, BLOB_URL, home_dir
 from medroute.sealing import (
+    KEY_MARK_BYTES,
     PREFIX,
     BlobError,
     Keyring,
@@ -39,7 +40,19 @@ class Blobs(Protocol):
     def __contains__(self, reference: str) -> bool: ...
 
 
-def from_env() -> Blobs:
+class StoredBlobs(Blobs, Protocol):
+    """A configured store as a whole (:func:`from_env`): what ``medroute blobs rekey`` walks through."""
+
+    def references(self) -> Iterator[str]:
+        """Every stored blob's reference."""
+        ...
+
+    def rekey(self, reference: str) -> bool:
+        """Re-seal one blob under the current key, replacing it atomically; False when it already is."""
+        ...
+
+
+def from_env() -> StoredBlobs:
     """The configured store: ``MEDROUTE_BLOB_URL`` ``s3://bucket[/prefix]`` for an S3-compatible object store,
     else the directory ``MEDROUTE_BLOB_DIR`` (default ``$MEDROUTE_HOME/blobs``); with the configured key."""
     url = BLOB_URL()
@@ -113,11 +126,13 @@ class BlobStore:
         """Re-seal one blob under the current key, in place and atomically; False when it already is.
         A crash leaves the blob either as it was or re-sealed, so a rerun resumes where this one stopped."""
         path = self.path_of(reference)
-        sealed = path.read_bytes()
-        if self._keys.sealed_under_current(sealed):
-            return False
-        data = self._keys.unseal(reference, sealed)
-        self._write_sealed(path, reference, (data,))
+        try:
+            with path.open("rb") as stream:
+                if self._keys.sealed_under_current(stream.read(KEY_MARK_BYTES)):
+                    return False
+        except OSError as exc:
+            raise BlobError(f"cannot read blob {reference}: {exc.strerror or type(exc).__name__}") from exc
+        self._write_sealed(path, reference, (self.get(reference),))
         return True
 
 

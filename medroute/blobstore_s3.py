@@ -17,6 +17,8 @@ hospital network, no request goes to an address nobody configured.
 from __future__ import annotations
 
 import io
+import re
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlparse
 
@@ -26,13 +28,14 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from medroute.config import EC2_METADATA_DISABLED, S3_ENDPOINT, S3_REGION
-from medroute.sealing import BlobError, Keyring, digest_of, reference_of, seal
+from medroute.sealing import KEY_MARK_BYTES, PREFIX, BlobError, Keyring, digest_of, reference_of, seal
 
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 30.0
 ATTEMPTS = 3  # botocore's standard retry mode: transient errors and throttling are retried with backoff
 MAX_CONNECTIONS = 64  # one per concurrent association or worker thread, with room
 NOT_FOUND = frozenset({"NoSuchKey", "NotFound", "404"})  # GET says NoSuchKey; HEAD, having no body, 404
+_OBJECT_NAME = re.compile(r"[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{64}")  # after the prefix: <hex[:2]>/<hex[2:4]>/<hex>
 
 
 def _error(exc: Exception) -> str:
@@ -74,7 +77,7 @@ class S3BlobStore:
             region_name=S3_REGION() or "us-east-1",
             config=config,
         )
-        return cls(parsed.netloc, parsed.path, key, client)
+        return cls(parsed.netloc, parsed.path, key, client, old_keys)
 
     def __str__(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
@@ -90,6 +93,12 @@ class S3BlobStore:
         reference = reference_of(*parts)
         if reference in self:
             return reference
+        self._put_sealed(reference, parts)
+        return reference
+
+    def _put_sealed(self, reference: str, parts: tuple[bytes | memoryview, ...]) -> None:
+        """Seal ``parts`` under the current key into the object of ``reference`` (a PUT replaces an object whole:
+        readers see the old one or the new one)."""
         body = io.BytesIO()
         seal(self._keys.current, reference, parts, body.write)
         try:
@@ -98,19 +107,42 @@ class S3BlobStore:
             )
         except (BotoCoreError, ClientError) as exc:
             raise BlobError(f"cannot store blob in {self}: {_error(exc)}") from None
-        return reference
 
-    def get(self, reference: str) -> bytes:
-        """The exact bytes that were put under ``reference``."""
+    def _read(self, reference: str, **ranged: str) -> bytes:
+        """The sealed object of ``reference`` (or the ``Range`` of it that ``ranged`` names)."""
         try:
-            sealed = self._client.get_object(Bucket=self.bucket, Key=self.object_key(reference))["Body"].read()
+            response = self._client.get_object(Bucket=self.bucket, Key=self.object_key(reference), **ranged)
+            return response["Body"].read()
         except ClientError as exc:
             if _error(exc) in NOT_FOUND:
                 raise BlobError(f"blob {reference} is not in {self}") from None
             raise BlobError(f"cannot read blob {reference}: {_error(exc)}") from None
         except BotoCoreError as exc:
             raise BlobError(f"cannot read blob {reference}: {_error(exc)}") from None
-        return self._keys.unseal(reference, sealed)
+
+    def get(self, reference: str) -> bytes:
+        """The exact bytes that were put under ``reference``."""
+        return self._keys.unseal(reference, self._read(reference))
+
+    def references(self) -> Iterator[str]:
+        """Every stored blob's reference: the objects under the prefix named as :meth:`object_key` names them."""
+        start = f"{self.prefix}/" if self.prefix else ""
+        try:
+            for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start):
+                for entry in page.get("Contents", []):
+                    name = entry["Key"][len(start) :]
+                    if _OBJECT_NAME.fullmatch(name) and name[:2] == name[6:8] and name[3:5] == name[8:10]:
+                        yield PREFIX + name[6:]
+        except (BotoCoreError, ClientError) as exc:
+            raise BlobError(f"cannot list the blobs of {self}: {_error(exc)}") from None
+
+    def rekey(self, reference: str) -> bool:
+        """Re-seal one blob under the current key, replacing its object; False when it already is. Only the
+        first bytes of a blob already under the current key are read, so a rerun resumes at little cost."""
+        if self._keys.sealed_under_current(self._read(reference, Range=f"bytes=0-{KEY_MARK_BYTES - 1}")):
+            return False
+        self._put_sealed(reference, (self.get(reference),))
+        return True
 
     def __contains__(self, reference: str) -> bool:
         try:

@@ -41,6 +41,7 @@ LEGACY_MAGIC = b"MRB1"  # no key id
 KEY_ID_BYTES = 8
 NONCE_BYTES = 12
 HEADER_BYTES = len(MAGIC) + KEY_ID_BYTES + NONCE_BYTES
+KEY_MARK_BYTES = len(MAGIC) + KEY_ID_BYTES  # what says which key sealed a blob: enough to skip it in a rekey
 KEY_BYTES = 32
 PREFIX = "sha256:"
 CHUNK_BYTES = 1 << 20  # encrypted and written at a time
@@ -105,7 +106,8 @@ class Keyring:
         self._aeads = {key_id(k): AESGCM(k) for k in (self.current, *map(checked_key, old))}
 
     def sealed_under_current(self, sealed: bytes) -> bool:
-        return sealed.startswith(MAGIC) and sealed[len(MAGIC) : len(MAGIC) + KEY_ID_BYTES] == self.current_id
+        """Whether a sealed blob, or its first ``KEY_MARK_BYTES``, says the current key sealed it."""
+        return sealed.startswith(MAGIC) and sealed[len(MAGIC) : KEY_MARK_BYTES] == self.current_id
 
     def unseal(self, reference: str, sealed: bytes) -> bytes:
         """The plaintext of a sealed blob, checked against its reference."""

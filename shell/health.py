@@ -5,7 +5,8 @@ process 1 (``medroute listen mllp``, ``medroute worker``, ...), so one image ser
 each against the port the process's own settings name:
 
 * ``mllp``, ``dicom``: the listener accepts a TCP connection (closed at once, before any frame or association);
-* ``web``: ``GET /healthz`` answers 200 (HTTPS when a certificate is configured);
+* ``web``: ``GET /healthz`` answers 200 (HTTPS when a certificate is configured; where client certificates are
+  required, ``MEDROUTE_HTTP_TLS_CA``, the server's own certificate is presented, so it must be one that CA signed);
 * ``worker``: Faust's web server (``MEDROUTE_WORKER_WEB_PORT``, served by the worker's own event loop) answers 200.
 
 A process without a check (a one-shot verb, or ``forward`` until the forwarders add theirs here) is reported
@@ -51,8 +52,11 @@ def _tcp(host: str, port: int) -> str | None:
         return f"{host}:{port}: {exc}"
 
 
-def _http(url: str) -> str | None:
+def _http(url: str, identity: tuple[str, str | None] | None = None) -> str | None:
+    """``GET url`` answers 200; ``identity`` (certificate, key) is presented where the server asks for one."""
     context = ssl._create_unverified_context() if url.startswith("https") else None  # our own port: no name to verify
+    if context is not None and identity is not None:
+        context.load_cert_chain(*identity)
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT, context=context) as response:
             return None if response.status == 200 else f"{url}: HTTP {response.status}"
@@ -71,10 +75,12 @@ def problem(role: str) -> str | None:
 
         return _tcp(DICOM_HOST(), DICOM_PORT())
     if role == "web":
-        from web.settings import HTTP_HOST, HTTP_PORT, HTTP_TLS_CERT
+        from web.settings import HTTP_HOST, HTTP_PORT, HTTP_TLS_CA, HTTP_TLS_CERT, HTTP_TLS_KEY
 
-        scheme = "https" if HTTP_TLS_CERT() else "http"
-        return _http(f"{scheme}://{_local(HTTP_HOST())}:{HTTP_PORT()}/healthz")
+        cert = HTTP_TLS_CERT()
+        # With client certificates required, the server's own certificate is the check's (signed by the site's CA).
+        identity = (cert, HTTP_TLS_KEY()) if cert and HTTP_TLS_CA() else None
+        return _http(f"{'https' if cert else 'http'}://{_local(HTTP_HOST())}:{HTTP_PORT()}/healthz", identity)
     if role == "worker":
         from pipeline.settings import WORKER_WEB_PORT
 

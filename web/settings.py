@@ -23,6 +23,8 @@ HTTP_MAX_UPLOAD = WEB("MEDROUTE_HTTP_MAX_UPLOAD", 64 * 1024 * 1024, "largest req
                       minimum=1)
 HTTP_TLS_CERT = WEB("MEDROUTE_HTTP_TLS_CERT", None, "certificate file: HTTPS (session cookies are then `Secure`)")
 HTTP_TLS_KEY = WEB("MEDROUTE_HTTP_TLS_KEY", None, "private key file of the HTTPS certificate")
+HTTP_TLS_CA = WEB("MEDROUTE_HTTP_TLS_CA", None, "CA bundle: clients must present a certificate it signed (mutual "
+                  "TLS; needs `MEDROUTE_HTTP_TLS_CERT`)")
 ENABLE_AUTH = WEB("ENABLE_AUTH", "true", "`false` (or 0/no/off) turns login off; any other value that is not true "
                   "stops start-up")
 USERNAME = WEB("USERNAME", None, "an admin account created at start (with `PASSWORD`)")
@@ -56,6 +58,8 @@ class WebSettings:
     max_upload: int = field(default_factory=HTTP_MAX_UPLOAD)
     tls_cert: str | None = field(default_factory=HTTP_TLS_CERT)
     tls_key: str | None = field(default_factory=HTTP_TLS_KEY)
+    # With a CA bundle, clients must present a certificate it signed (mutual TLS), as the listeners' `_TLS_CA`.
+    tls_ca: str | None = field(default_factory=HTTP_TLS_CA)
     auth: bool = field(default_factory=auth_enabled)
     admin_username: str | None = field(default_factory=USERNAME)
     admin_password: str | None = field(default_factory=PASSWORD)

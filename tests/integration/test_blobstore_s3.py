@@ -24,7 +24,7 @@ from medroute.blobstore_s3 import S3BlobStore
 from medroute.config import DICOM_DEADLETTER, DICOM_INBOUND, KafkaSettings
 from medroute.ports import free_port
 from medroute.records import utc_now
-from medroute.sealing import MAGIC, BlobError, reference_of
+from medroute.sealing import KEY_MARK_BYTES, MAGIC, BlobError, key_id, reference_of
 from tests.integration.conftest import DICOM_TEST_BLOB_KEY, start_dicom_listener
 from tests.integration.dicom_peers import (
     association,
@@ -35,6 +35,7 @@ from tests.integration.dicom_peers import (
     split_part10,
 )
 from tests.integration.topic_reading import dead_letter_since, read_topic_sync
+from tools.operations import blobs
 
 # moto accepts any credentials; these only have to be present for boto3 to sign requests.
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "medroute-test", "AWS_SECRET_ACCESS_KEY": "medroute-test-secret"}
@@ -171,3 +172,50 @@ def test_dicom_listener_answers_success_only_with_the_object_stored(
         missing.process.stop()
     assert answer.Status == 0xA700 and "blob" in answer.ErrorComment
     assert dead_letter_since(kafka, DICOM_DEADLETTER, since, "blob_store_unavailable") is not None
+
+
+def _sealed_by(peer: S3Peer, keys: list[str]) -> dict[str, bytes]:
+    """Each object's key mark: the format and the id of the key that sealed it."""
+    client = peer.client()
+    return {key: client.get_object(Bucket=peer.bucket, Key=key)["Body"].read()[:KEY_MARK_BYTES] for key in keys}
+
+
+def test_rekey_reseals_every_object_in_place_and_resumes(
+    s3_peer: S3Peer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    old_key, new_key = os.urandom(32), os.urandom(32)
+    contents = [f"image {n}".encode() for n in range(3)] + [os.urandom(2 * 1024 * 1024 + 5)]  # several chunks
+    _configure(monkeypatch, s3_peer, "rekey")
+    monkeypatch.setenv("MEDROUTE_BLOB_KEY", old_key.hex())
+    before = [blobstore.from_env().put(data) for data in contents]
+    client = s3_peer.client()
+    for stranger in ("rekey/notes.txt", "rekey-other/00/00/" + "0" * 64):  # not blobs of this store: left alone
+        client.put_object(Bucket=s3_peer.bucket, Key=stranger, Body=b"not a blob")
+
+    monkeypatch.setenv("MEDROUTE_BLOB_KEY", new_key.hex())  # the rotation: every process gets both keys
+    monkeypatch.setenv("MEDROUTE_BLOB_OLD_KEYS", old_key.hex())
+    rotated = blobstore.from_env()
+    assert [rotated.get(r) for r in before] == contents  # old blobs readable before the rekey
+    after = rotated.put(b"image after rotation")
+    assert rotated.rekey(before[0]) is True  # as if a first run had stopped after one blob
+    assert blobs.main(["rekey"]) == 0
+    assert "re-sealed 3, already under the current key 2, failed 0" in capsys.readouterr().out
+    objects = _objects(s3_peer, "rekey/")
+    assert len(objects) == 6  # five blobs and the stranger, nothing added
+    resealed = _sealed_by(s3_peer, [rotated.object_key(r) for r in [*before, after]])
+    assert set(resealed.values()) == {MAGIC + key_id(new_key)}
+    stored = {key: client.get_object(Bucket=s3_peer.bucket, Key=key)["Body"].read() for key in objects}
+    assert blobs.main(["rekey"]) == 0  # a rerun has nothing left to do, and rewrites nothing
+    assert "re-sealed 0, already under the current key 5, failed 0" in capsys.readouterr().out
+    assert stored == {key: client.get_object(Bucket=s3_peer.bucket, Key=key)["Body"].read() for key in objects}
+    assert [rotated.get(r) for r in before] == contents  # and readable after it, with the old key still listed
+
+    monkeypatch.delenv("MEDROUTE_BLOB_OLD_KEYS")  # the old key can now be retired
+    assert [blobstore.from_env().get(r) for r in [*before, after]] == [*contents, b"image after rotation"]
+    assert client.get_object(Bucket=s3_peer.bucket, Key="rekey/notes.txt")["Body"].read() == b"not a blob"
+    monkeypatch.setenv("MEDROUTE_BLOB_KEY", os.urandom(32).hex())  # a key that opens none of them
+    assert blobs.main(["rekey"]) == 1
+    assert capsys.readouterr().err.count("failed: sha256:") == 5
+    monkeypatch.setenv("MEDROUTE_S3_ENDPOINT", f"http://127.0.0.1:{free_port()}")  # nothing listening
+    assert blobs.main(["rekey"]) == 2
+    assert "cannot list the blobs of s3://medroute-blobs/rekey" in capsys.readouterr().err

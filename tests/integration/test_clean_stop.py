@@ -4,6 +4,7 @@ broker (so it starts no broker of its own), with two MLLP listener processes."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -13,10 +14,15 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import GroupCoordinatorNotAvailableError
 
 from medroute.config import REPO_ROOT, KafkaSettings
+from medroute.kafka.client import connection_kwargs
 from medroute.ports import free_port, wait_for_port
 from shell.up import STOP_GRACE
+from tests.tls_pki import make_pki
 
 
 def _children_of(pid: int) -> set[int]:
@@ -165,3 +171,74 @@ def test_children_of_up_end_when_up_is_killed(tmp_path: Path) -> None:
     while _alive(child) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(child)
+
+
+# -- `medroute worker` and `medroute web` on their own (systemd units, one container each) ------------------------
+
+
+async def _group(kafka: KafkaSettings, group: str) -> tuple[str, int]:
+    """The consumer group's state and how many members it has, as the broker describes it."""
+    admin = AIOKafkaAdminClient(**connection_kwargs(kafka))
+    await admin.start()
+    try:
+        (response,) = await admin.describe_consumer_groups([group])
+    except GroupCoordinatorNotAvailableError:  # a fresh broker creates its offsets topic on first use
+        return "no coordinator yet", 0
+    finally:
+        await admin.close()
+    described = response.to_object()["groups"][0]
+    return described["state"], len(described["members"])
+
+
+def _stop_alone(process: subprocess.Popen, log: Path) -> float:
+    """SIGTERM to a command started on its own; it must exit by itself with status 0. Returns how long it took."""
+    began = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    try:
+        status = process.wait(timeout=STOP_GRACE)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        text = log.read_text(errors="replace")[-3000:]
+        raise AssertionError(f"no exit within {STOP_GRACE:.0f}s of SIGTERM\n{text}") from None
+    assert status == 0, log.read_text(errors="replace")[-3000:]
+    return time.monotonic() - began
+
+
+def test_worker_alone_stops_on_sigterm_and_leaves_its_group(kafka: KafkaSettings, tmp_path: Path) -> None:
+    group = f"clean-stop-worker-{free_port()}"
+    env = {"MEDROUTE_KAFKA_BOOTSTRAP": kafka.bootstrap_servers, "MEDROUTE_HOME": str(tmp_path),
+           "MEDROUTE_WORKER_APP_ID": group}  # fmt: skip
+    log = tmp_path / "worker.out"
+    worker = _start(["worker"], env, log)
+    try:
+        deadline = time.monotonic() + 120
+        while asyncio.run(_group(kafka, group)) != ("Stable", 1):  # joined, partitions assigned
+            assert worker.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
+            time.sleep(1)
+        took = _stop_alone(worker, log)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert asyncio.run(_group(kafka, group)) == ("Empty", 0), "the worker did not leave its group"
+    assert '"worker_stopped"' in log.read_text(errors="replace") and took < STOP_GRACE
+
+
+def test_web_alone_stops_on_sigterm_with_a_client_connected(tmp_path: Path) -> None:
+    """Over HTTPS, with a client keeping an idle connection open (a script's pool): the TLS close waits for an
+    answer that client never reads, which held the stop for 30 s until the server bounded it."""
+    pki = make_pki(tmp_path / "pki")
+    port = free_port()
+    env = {"MEDROUTE_HOME": str(tmp_path), "MEDROUTE_HTTP_PORT": str(port), "MEDROUTE_WEB_KAFKA": "0",
+           "ENABLE_AUTH": "false", "MEDROUTE_HTTP_TLS_CERT": str(pki.server_cert),
+           "MEDROUTE_HTTP_TLS_KEY": str(pki.server_key)}  # fmt: skip
+    log = tmp_path / "web.out"
+    web = _start(["web"], env, log)
+    try:
+        wait_for_port(port, 120, web)
+        with requests.Session() as client:  # its connection stays open, idle, until the session closes
+            assert client.get(f"https://127.0.0.1:{port}/healthz", verify=str(pki.ca), timeout=10).ok
+            took = _stop_alone(web, log)
+    finally:
+        if web.poll() is None:
+            web.kill()
+    assert _port_free(port) and took < STOP_GRACE

@@ -5,14 +5,18 @@
 Starts its own Kafka broker (or uses ``MEDROUTE_KAFKA_BOOTSTRAP``) and runs ``medroute forward`` as a child
 process, as in production. Three measurements, each with its reference:
 
-1. MLLP: the same messages sent directly with medroute's MLLP client over ``--connections`` connections, then
-   forwarded from ``routing.decisions`` (decisions published in one burst, forwarder concurrency the same);
-   the receiver is a minimal MLLP server in this process that answers AA.
+1. MLLP: the same messages sent directly with medroute's MLLP client over ``--connections`` connections from
+   a child process of their own (as the forwarder is one), then forwarded from ``routing.decisions``
+   (forwarder concurrency the same); the receiver is a minimal MLLP server in this process that answers AA.
 2. DICOM: a 0.5 MB CT image (pydicom-data ``693_UNCR.dcm``, renumbered) sent by DCMTK ``storescu`` to
    ``storescp --fork`` over 4 associations at once, then forwarded from the encrypted blob store over 4
    associations to the same storescp.
 3. Backlog: ``--backlog`` decisions for an MLLP receiver that is down; the time from the receiver coming back
    to the last message received.
+
+Each forwarded run is the drain of a backlog: the forwarder is stopped while the run's records and decisions
+are published, then started again. Rates are taken where the items arrive, over the time from the first item
+received to the last, for the direct sends and the forwarded ones alike.
 
 Prints a Markdown table for docs/BENCHMARKS.md.
 """
@@ -26,7 +30,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable
 from pathlib import Path
+from typing import Any
 
 import pydicom
 from pydicom.data import get_testdata_file
@@ -54,6 +60,7 @@ class Receiver:
 
     def __init__(self) -> None:
         self.count = 0
+        self.first_at = self.last_at = 0.0
         self.server: asyncio.Server | None = None
         self.port = free_port()
 
@@ -74,6 +81,8 @@ class Receiver:
                     if isinstance(event, Frame):
                         control = read_lenient(event.payload.decode("latin-1")).header.control_id.encode()
                         self.count += 1
+                        self.last_at = time.perf_counter()
+                        self.first_at = self.first_at or self.last_at
                         ack = b"MSH|^~\\&|R|R|S|S|20260101||ACK|A" + control + b"|P|2.5\rMSA|AA|" + control
                         writer.write(wrap(ack))
                 await writer.drain()
@@ -89,43 +98,82 @@ class Receiver:
                 raise TimeoutError(f"received {self.count} of {total}")
             await asyncio.sleep(0.01)
 
+    async def span(self, arrivals: Awaitable[Any], count: int) -> float:
+        """Seconds from the first to the last of ``count`` messages that ``arrivals`` brings in."""
+        before, self.first_at = self.count, 0.0
+        await arrivals
+        await self.wait_for(before + count)
+        return self.last_at - self.first_at
+
 
 def messages(count: int, prefix: str) -> list[bytes]:
     return [message.raw for message in sample_messages(count, prefix=prefix)]
 
 
-async def direct(receiver: Receiver, payloads: list[bytes], connections: int) -> float:
+async def direct(receiver: Receiver, payloads: list[bytes], connections: int, home: Path) -> float:
+    """The messages sent by a child process of their own (the forwarder is one too: a sender in this
+    process would skip the context switches that every cross-process round trip costs)."""
+    stream = home / "direct.mllp"
+    stream.write_bytes(b"".join(wrap(payload) for payload in payloads))
+    command = [sys.executable, "-m", "tools.benchmarks.forward", "--send-to", str(receiver.port),
+               "--connections", str(connections), "--stream", str(stream)]  # fmt: skip
+    child = await asyncio.create_subprocess_exec(*command, env=child_environment())
+    return await receiver.span(child.wait(), len(payloads))
+
+
+async def send_stream(port: int, stream: Path, connections: int) -> None:
+    payloads = [e.payload for e in MllpDecoder().feed(stream.read_bytes()) if isinstance(e, Frame)]
+
     async def sender(share: list[bytes]) -> None:
-        async with MllpClient("127.0.0.1", receiver.port) as client:
+        async with MllpClient("127.0.0.1", port) as client:
             for payload in share:
                 await client.send(payload)
 
-    started = time.perf_counter()
     await asyncio.gather(*(sender(payloads[n::connections]) for n in range(connections)))
-    return time.perf_counter() - started
 
 
 def hl7_decisions(payloads: list[bytes], destination: str) -> list[Decided]:
     return [decided_item(record_of_bytes(raw), [destination]) for raw in payloads]
 
 
-async def forwarded(kafka: KafkaSettings, receiver: Receiver, payloads: list[bytes], destination: str) -> float:
-    before = receiver.count
-    started = time.perf_counter()
-    await publish_decided(kafka, hl7_decisions(payloads, destination))
-    await receiver.wait_for(before + len(payloads))
-    return time.perf_counter() - started
+async def forwarded(
+    kafka: KafkaSettings, receiver: Receiver, payloads: list[bytes], destination: str, forwarder: ForwarderProcess
+) -> float:
+    publish = publish_decided(kafka, hl7_decisions(payloads, destination))
+    return await receiver.span(forwarder.drain(publish), len(payloads))
 
 
-def start_forwarder(kafka: KafkaSettings, home: Path, destinations: str) -> subprocess.Popen:
-    path = home / "destinations.yaml"
-    path.write_text(destinations)
-    env = child_environment(
-        MEDROUTE_KAFKA_BOOTSTRAP=kafka.bootstrap_servers, MEDROUTE_HOME=str(home), MEDROUTE_DESTINATIONS=str(path),
-        MEDROUTE_BLOB_DIR=str(home / "blobs"), MEDROUTE_BLOB_KEY=BLOB_KEY.hex(), MEDROUTE_LOG_LEVEL="WARNING",
-    )  # fmt: skip
-    log = open(home / "forward.log", "ab")  # noqa: SIM115 - the child keeps it open
-    return subprocess.Popen([sys.executable, "-m", "pipeline.forward"], env=env, stdout=log, stderr=subprocess.STDOUT)
+class ForwarderProcess:
+    """``medroute forward`` as a child process, as in production."""
+
+    def __init__(self, kafka: KafkaSettings, home: Path, destinations: str) -> None:
+        path = home / "destinations.yaml"
+        path.write_text(destinations)
+        self._env = child_environment(
+            MEDROUTE_KAFKA_BOOTSTRAP=kafka.bootstrap_servers, MEDROUTE_HOME=str(home),
+            MEDROUTE_DESTINATIONS=str(path), MEDROUTE_BLOB_DIR=str(home / "blobs"),
+            MEDROUTE_BLOB_KEY=BLOB_KEY.hex(), MEDROUTE_LOG_LEVEL="WARNING",
+        )  # fmt: skip
+        self._log = home / "forward.log"
+        self._process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with open(self._log, "ab") as log:
+            command = [sys.executable, "-m", "pipeline.forward"]
+            self._process = subprocess.Popen(command, env=self._env, stdout=log, stderr=subprocess.STDOUT)
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(60)
+            self._process = None
+
+    async def drain(self, publish: Awaitable[None]) -> None:
+        """Publish with the forwarder stopped (publishing shares neither the receiver's event loop nor the
+        run's time), then start it: the run is the drain of that backlog."""
+        self.stop()
+        await publish
+        self.start()
 
 
 def ct_files(directory: Path, count: int) -> list[Path]:
@@ -140,12 +188,16 @@ def ct_files(directory: Path, count: int) -> list[Path]:
     return paths
 
 
-def wait_files(directory: Path, total: int, timeout: float = 600) -> None:
+def arrival_span(directory: Path, total: int, timeout: float = 600) -> float:
+    """Once ``total`` files are in ``directory``: the seconds from the first file written to the last."""
     deadline = time.monotonic() + timeout
     while len(list(directory.iterdir())) < total:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{len(list(directory.iterdir()))} of {total} images arrived")
         time.sleep(0.02)
+    time.sleep(0.5)  # the last file's last write
+    written = [path.stat().st_mtime for path in directory.iterdir()]
+    return max(written) - min(written)
 
 
 def dcmtk_env() -> dict[str, str]:
@@ -161,7 +213,6 @@ def storescp(directory: Path, port: int) -> subprocess.Popen:
 
 
 def dicom_direct(files: list[Path], port: int, out: Path, associations: int = 4) -> float:
-    started = time.perf_counter()
     senders = [
         subprocess.Popen(
             ["storescu", "-aet", "BENCH", "-aec", "STORESCP", "127.0.0.1", str(port), *map(str, files[n::associations])],  # noqa: E501
@@ -171,11 +222,12 @@ def dicom_direct(files: list[Path], port: int, out: Path, associations: int = 4)
     ]
     for sender in senders:
         sender.wait()
-    wait_files(out, len(files))
-    return time.perf_counter() - started
+    return arrival_span(out, len(files))
 
 
-async def dicom_forwarded(kafka: KafkaSettings, files: list[Path], blobs: BlobStore, out: Path, name: str) -> float:
+async def dicom_forwarded(
+    kafka: KafkaSettings, files: list[Path], blobs: BlobStore, out: Path, name: str, forwarder: ForwarderProcess
+) -> float:
     decisions = []
     for path in files:
         data = path.read_bytes()
@@ -186,10 +238,8 @@ async def dicom_forwarded(kafka: KafkaSettings, files: list[Path], blobs: BlobSt
         record = DicomRecord(message_id=new_id(), study_uid=generate_uid(), modality="CT", size=len(data),
                              blob=reference, **blank)  # fmt: skip
         decisions.append(decided_item(record, [name]))
-    started = time.perf_counter()
-    await publish_decided(kafka, decisions)
-    await asyncio.to_thread(wait_files, out, len(files))
-    return time.perf_counter() - started
+    await forwarder.drain(publish_decided(kafka, decisions))
+    return await asyncio.to_thread(arrival_span, out, len(files))
 
 
 async def run(kafka: KafkaSettings, home: Path, args: argparse.Namespace) -> list[str]:
@@ -203,7 +253,7 @@ async def run(kafka: KafkaSettings, home: Path, args: argparse.Namespace) -> lis
     scp_forward = storescp(forward_dir, pacs_port)
     tag = os.urandom(3).hex()
     c = args.connections
-    forwarder = start_forwarder(kafka, home, (
+    forwarder = ForwarderProcess(kafka, home, (
         "destinations:\n"
         f"  ehr-{tag}: {{type: mllp, host: 127.0.0.1, port: {receiver.port}, concurrency: {c}}}\n"
         f"  down-{tag}: {{type: mllp, host: 127.0.0.1, port: {down.port}, concurrency: {c},"
@@ -212,10 +262,10 @@ async def run(kafka: KafkaSettings, home: Path, args: argparse.Namespace) -> lis
     ))  # fmt: skip
     rows = []
     try:
-        await forwarded(kafka, receiver, messages(50, "W"), f"ehr-{tag}")  # the group has joined, connections open
-        payloads = messages(args.messages, "D")
-        ref = await direct(receiver, payloads, c)
-        got = await forwarded(kafka, receiver, messages(args.messages, "F"), f"ehr-{tag}")
+        forwarder.start()
+        await forwarded(kafka, receiver, messages(50, "W"), f"ehr-{tag}", forwarder)  # everything has run once
+        ref = await direct(receiver, messages(args.messages, "D"), c, home)
+        got = await forwarded(kafka, receiver, messages(args.messages, "F"), f"ehr-{tag}", forwarder)
         n = args.messages
         rows.append(_row("MLLP direct (medroute's client)", f"{c} connections", n, f"{n / ref:,.0f} msg/s", 1.0))
         rows.append(_row("**MLLP forwarded**", f"concurrency {c}", n, f"**{n / got:,.0f} msg/s**", ref / got))
@@ -223,11 +273,11 @@ async def run(kafka: KafkaSettings, home: Path, args: argparse.Namespace) -> lis
         files = ct_files(home / "ct", args.images)
         blobs = BlobStore(home / "blobs", BLOB_KEY)
         warm = ct_files(home / "ct-warm", 8)
-        await dicom_forwarded(kafka, warm, blobs, forward_dir, f"pacs-{tag}")
+        await dicom_forwarded(kafka, warm, blobs, forward_dir, f"pacs-{tag}", forwarder)
         for path in forward_dir.iterdir():
             path.unlink()
         ref = dicom_direct(files, direct_port, direct_dir)
-        got = await dicom_forwarded(kafka, files, blobs, forward_dir, f"pacs-{tag}")
+        got = await dicom_forwarded(kafka, files, blobs, forward_dir, f"pacs-{tag}", forwarder)
         n = args.images
         rows.append(_row("DICOM direct: storescu -> storescp", "4 associations", n, f"{n / ref:,.1f} img/s", 1.0))
         rows.append(_row("**DICOM forwarded** (blob store -> storescp)", "4 associations", n,
@@ -243,8 +293,7 @@ async def run(kafka: KafkaSettings, home: Path, args: argparse.Namespace) -> lis
         rows.append(_row("**backlog drain** (MLLP receiver back after an outage)", f"concurrency {c}", n,
                          f"**{drained:.1f} s** ({n / drained:,.0f} msg/s)", None))  # fmt: skip
     finally:
-        forwarder.terminate()
-        forwarder.wait(30)
+        forwarder.stop()
         for process in (scp_direct, scp_forward):
             process.terminate()
         await receiver.stop()
@@ -262,7 +311,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--backlog", type=int, default=5000)
+    parser.add_argument("--send-to", type=int, help=argparse.SUPPRESS)  # the direct sender's child process
+    parser.add_argument("--stream", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.send_to:
+        asyncio.run(send_stream(args.send_to, args.stream, args.connections))
+        return 0
     with tempfile.TemporaryDirectory(prefix="medroute-bench-forward-") as tmp:
         home = Path(tmp)
         broker, bootstrap = broker_unless_configured(home / "kafka")

@@ -10,7 +10,8 @@ listener's incoming ones and the forwarders' outgoing ones alike).
   waits on its queue, and the DUL waits in ``select`` on its socket and on a wake-up socket that its
   outgoing queue signals, each for at most ``REACTOR_WAIT`` seconds: a PDU or a response is handled the
   moment it is there, an idle association wakes ~100 times a second, and release, abort and timers are
-  still noticed within that wait.
+  still noticed within that wait. A requestor's reactor (the forwarders') takes no messages at all and
+  wakes the moment a sender asks it to pause (see :class:`_RequestorDIMSEServiceProvider`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import queue
 import select
 import socket
 import ssl
+import threading
 import time
 from typing import Any
 
@@ -87,12 +89,53 @@ class _WaitingDIMSEServiceProvider(DIMSEServiceProvider):
             return None, None
 
 
+class _RequestorDIMSEServiceProvider(DIMSEServiceProvider):
+    """A requestor's: its reactor takes no messages (every message that comes is the answer to a request
+    this side sent, and the sending thread reads it), and it wakes at once when a sender asks it to pause.
+
+    pynetdicom's ``send_c_store`` and its siblings clear the reactor's checkpoint and spin until the reactor
+    says it has paused; a reactor waiting on the message queue would answer only when its wait ran out (up
+    to ``REACTOR_WAIT`` per request), and one that had just been let go could take the answer itself.
+    """
+
+    wake: threading.Event
+
+    def get_msg(self, block: bool = False) -> Any:
+        if block:
+            return super().get_msg(block=True)
+        self.wake.wait(REACTOR_WAIT)
+        self.wake.clear()
+        return None, None
+
+
+class _WakingCheckpoint(threading.Event):
+    """A requestor's reactor checkpoint: clearing it (a sender asking the reactor to pause) wakes the reactor."""
+
+    def __init__(self, wake: threading.Event) -> None:
+        super().__init__()
+        self._wake = wake
+
+    def clear(self) -> None:
+        super().clear()
+        self._wake.set()
+
+
 def tune_association(event: Any) -> None:
     """``EVT_CONN_OPEN`` handler. An acceptor's runs before the association's threads start; a requestor's
-    in its DUL thread as the connection opens, before anything is queued for it to send."""
+    in its DUL thread as the connection opens, before its reactor starts and before anything is queued
+    for it to send."""
     assoc = event.assoc
     if type(assoc.dimse) is DIMSEServiceProvider:
-        assoc.dimse.__class__ = _WaitingDIMSEServiceProvider
+        if assoc.is_requestor:
+            wake = threading.Event()
+            assoc.dimse.__class__ = _RequestorDIMSEServiceProvider
+            assoc.dimse.wake = wake
+            checkpoint = _WakingCheckpoint(wake)
+            if assoc._reactor_checkpoint.is_set():
+                checkpoint.set()
+            assoc._reactor_checkpoint = checkpoint
+        else:
+            assoc.dimse.__class__ = _WaitingDIMSEServiceProvider
     transport, dul = assoc.dul.socket, assoc.dul
     if type(transport) is not AssociationSocket or not dul.to_provider_queue.empty():
         return

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import structlog
 from aiokafka import AIOKafkaProducer
 
-from medroute import blobstore
+from medroute import blobstore, eventloop
 from medroute.config import AUDIT_EVENTS, KafkaSettings
 from medroute.kafka.client import durable_producer
 from medroute.kafka.topics import ensure_topics
@@ -194,5 +194,5 @@ def main() -> int:
         await service.run()
 
     log.info("forward_starting", destinations=[d.name for d in destinations], file=str(settings.destinations))
-    asyncio.run(serve())
+    eventloop.run(serve())
     return 0

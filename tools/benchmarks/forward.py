@@ -42,6 +42,7 @@ from formats.hl7.message import read_lenient
 from formats.hl7.mllp import Frame, MllpDecoder, wrap
 from formats.hl7.mllp_client import MllpClient
 from formats.hl7.record import record_of_bytes
+from medroute import eventloop
 from medroute.blobstore import BlobStore
 from medroute.config import KafkaSettings, child_environment
 from medroute.kafka.topics import ensure_topics
@@ -315,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.send_to:
-        asyncio.run(send_stream(args.send_to, args.stream, args.connections))
+        eventloop.run(send_stream(args.send_to, args.stream, args.connections))  # the loop medroute runs on
         return 0
     with tempfile.TemporaryDirectory(prefix="medroute-bench-forward-") as tmp:
         home = Path(tmp)

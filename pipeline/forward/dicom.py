@@ -5,7 +5,9 @@ needs a presentation context it lacks. For every SOP class medroute proposes the
 and, in a second context, explicit and implicit VR little endian. When the receiver accepts the original
 syntax the dataset bytes go out exactly as they were received (streamed from an in-memory file, never
 re-encoded); otherwise the dataset is decoded, decompressed if it is compressed, and sent in the
-uncompressed syntax the receiver accepted.
+uncompressed syntax the receiver accepted. On a plain TCP association the original bytes are written by
+the sending thread itself (:mod:`formats.dicom.cstore`); over TLS pynetdicom streams them from an
+in-memory file.
 
 Status: 0x0000 and the warnings (0xB000, 0xB006, 0xB007) are delivered; 0xA7xx (out of resources) is retried;
 every other failure is the receiver's refusal. An association that cannot be opened (refused, rejected,
@@ -28,7 +30,9 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, _config, build_context, evt
 from pynetdicom.association import Association
 
+from formats.dicom import cstore
 from formats.dicom.association import release_association, tune_association
+from formats.dicom.cstore import dataset_offset
 from pipeline.forward.destinations import Destination
 from pipeline.forward.errors import PermanentError, RetryableError, UnreachableError
 from pipeline.forward.items import DicomMeta, Item
@@ -99,16 +103,21 @@ class DicomSender:
 
     def _store_on(self, slot: _Slot, data: bytes, meta: DicomMeta) -> str:
         assoc = self._association(slot, meta)
-        original = _accepted(assoc, meta.sop_class_uid, meta.transfer_syntax)
+        context_id = _accepted(assoc, meta.sop_class_uid, meta.transfer_syntax)
         try:
-            if original:
+            offset = dataset_offset(data) if context_id is not None and self._tls is None else None
+            if offset is not None:
+                dataset = memoryview(data)[offset:]
+                status = cstore.send_c_store(assoc, context_id, meta.sop_class_uid, meta.sop_instance_uid, dataset)
+                how = "as received"
+            elif context_id is not None:
                 with _memory_file(data) as path:
                     status = assoc.send_c_store(path)
                 how = "as received"
             else:
                 status = assoc.send_c_store(_uncompressed(data))
                 how = "decompressed" if pydicom.uid.UID(meta.transfer_syntax).is_compressed else "converted"
-        except (RuntimeError, ValueError, AttributeError) as exc:
+        except (RuntimeError, ValueError, AttributeError, OSError) as exc:
             slot.release()
             raise RetryableError("send_failed", f"{type(exc).__name__}: {exc}") from None
         if not assoc.is_established:
@@ -175,11 +184,12 @@ def _contexts(pairs: frozenset[tuple[str, str]]) -> Iterator:
         yield build_context(sop, list(UNCOMPRESSED))
 
 
-def _accepted(assoc: Association, sop_class: str, syntax: str) -> bool:
-    return any(
-        cx.abstract_syntax == sop_class and cx.transfer_syntax and cx.transfer_syntax[0] == syntax
-        for cx in assoc.accepted_contexts
-    )
+def _accepted(assoc: Association, sop_class: str, syntax: str) -> int | None:
+    """The ID of the accepted context for the SOP class in exactly this transfer syntax, if any."""
+    for cx in assoc.accepted_contexts:
+        if cx.abstract_syntax == sop_class and cx.transfer_syntax and cx.transfer_syntax[0] == syntax:
+            return cx.context_id
+    return None
 
 
 def _uncompressed(data: bytes) -> pydicom.Dataset:

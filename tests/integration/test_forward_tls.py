@@ -2,7 +2,7 @@
 certificate from the test CA (mutual TLS):
 
 * mllp: python-hl7's ``hl7.mllp.start_hl7_server``, which passes ``ssl=`` on to ``loop.create_server``
-  (run in a thread of the test; it logs the raw MLLP block it got and answers AA);
+  (run in a thread of the test; it keeps each raw MLLP block it got and answers AA);
 * dicom: DCMTK ``storescp +tls`` in bit-preserving mode (``-rc``: a client certificate is required);
 * http: Python's ``http.server`` on a socket wrapped with an ``ssl.SSLContext`` with ``CERT_REQUIRED``.
 

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import io
 import os
+import ssl
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -33,10 +34,10 @@ from pynetdicom.association import Association
 from formats.dicom import cstore
 from formats.dicom.association import release_association, tune_association
 from formats.dicom.cstore import dataset_offset
-from pipeline.forward.destinations import Destination
+from pipeline.forward.destinations import Destination, Tls
 from pipeline.forward.errors import PermanentError, RetryableError, UnreachableError
 from pipeline.forward.items import DicomMeta, Item
-from pipeline.forward.tls import client_context
+from pipeline.forward.tls import client_context, connect_error
 
 UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 # An association unused this long is released: many PACS (storescp among them) serve few at a time.
@@ -48,14 +49,32 @@ MAX_CONTEXTS = 128  # the most an association may propose
 _config.STORE_SEND_CHUNKED_DATASET = True
 
 
+def _socket_class(slot: _Slot) -> type[ssl.SSLSocket]:
+    class RecordingSocket(ssl.SSLSocket):
+        def connect(self, address):  # type: ignore[no-untyped-def]
+            try:
+                super().connect(address)
+            except OSError as exc:
+                slot.connect_error = exc
+                raise
+
+    return RecordingSocket
+
+
 class _Slot:
     """One association to the receiver and the contexts it was opened with."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: Tls | None) -> None:
         self.assoc: Association | None = None
         self.proposed: frozenset[tuple[str, str]] = frozenset()
         self.lock = threading.Lock()  # the store thread or the idle release, not both
         self.uses = 0
+        # A context of its own, whose sockets keep why their connect (TCP, then the TLS handshake) failed:
+        # pynetdicom only logs it, and a receiver whose certificate does not verify should read as such.
+        self.tls = client_context(tls)
+        self.connect_error: OSError | None = None
+        if self.tls is not None:
+            self.tls.sslsocket_class = _socket_class(self)
 
     def release(self) -> None:
         if self.assoc is not None and self.assoc.is_established:
@@ -70,10 +89,9 @@ class DicomSender:
         self._executor = ThreadPoolExecutor(destination.concurrency, thread_name_prefix=f"cstore-{destination.name}")
         self._slots: asyncio.Queue[_Slot] = asyncio.Queue()
         for _ in range(destination.concurrency):
-            self._slots.put_nowait(_Slot())
+            self._slots.put_nowait(_Slot(destination.tls))
         self._known: set[tuple[str, str]] = set()  # (SOP class, transfer syntax) seen so far
         self._lock = threading.Lock()
-        self._tls = client_context(destination.tls)
 
     async def send(self, item: Item) -> str:
         meta = item.dicom
@@ -105,7 +123,7 @@ class DicomSender:
         assoc = self._association(slot, meta)
         context_id = _accepted(assoc, meta.sop_class_uid, meta.transfer_syntax)
         try:
-            offset = dataset_offset(data) if context_id is not None and self._tls is None else None
+            offset = dataset_offset(data) if context_id is not None and slot.tls is None else None
             if offset is not None:
                 dataset = memoryview(data)[offset:]
                 status = cstore.send_c_store(assoc, context_id, meta.sop_class_uid, meta.sop_instance_uid, dataset)
@@ -148,7 +166,12 @@ class DicomSender:
         ae.connection_timeout = timeout
         ae.maximum_pdu_size = self.destination.option("max_pdu", 0)
         ae.requested_contexts = list(_contexts(pairs))
-        tls_args = (self._tls, self.destination.tls.server_hostname) if self._tls and self.destination.tls else None
+        tls_args = None
+        if slot.tls is not None and self.destination.tls is not None:
+            # The host is the name to verify unless server_hostname says otherwise: pynetdicom passes None on,
+            # which a verifying context refuses with a ValueError that ends the association thread.
+            tls_args = (slot.tls, self.destination.tls.server_hostname or self.destination.option("host"))
+        slot.connect_error = None
         assoc = ae.associate(
             self.destination.option("host"),
             self.destination.option("port"),
@@ -158,6 +181,8 @@ class DicomSender:
             evt_handlers=[(evt.EVT_CONN_OPEN, tune_association), (evt.EVT_CONN_CLOSE, release_association)],
         )
         if not assoc.is_established:
+            if slot.connect_error is not None:
+                raise connect_error(slot.connect_error)
             why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "not established"
             raise UnreachableError("association_failed", f"association {why}")
         slot.assoc, slot.proposed = assoc, pairs

@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import http.client
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 from urllib.parse import urlsplit
 
 from pipeline.forward.destinations import Destination, resolve_header
-from pipeline.forward.errors import PermanentError, RetryableError, UnreachableError
+from pipeline.forward.errors import PermanentError, RetryableError
 from pipeline.forward.items import Item
-from pipeline.forward.tls import client_context
+from pipeline.forward.tls import client_context, connect_error
 
 CONTENT_TYPES = {"hl7": "x-application/hl7-v2+er7", "dicom": "application/dicom"}
 RETRY_STATUSES = (408, 429)
@@ -33,6 +34,7 @@ class HttpSender:
         self._headers = {name: resolve_header(value) for name, value in (destination.option("headers") or {}).items()}
         self._body = destination.option("body", "raw")
         self._tls = client_context(destination.tls) if self._https else None
+        self._server_hostname = destination.tls.server_hostname if destination.tls else None
         self._executor = ThreadPoolExecutor(destination.concurrency, thread_name_prefix=f"http-{destination.name}")
 
     async def send(self, item: Item) -> str:
@@ -47,16 +49,16 @@ class HttpSender:
     def _post(self, body: bytes, headers: dict[str, str]) -> str:
         timeout = self.destination.timeout
         if self._https:
-            connection: http.client.HTTPConnection = http.client.HTTPSConnection(
-                self._host, self._port, timeout=timeout, context=self._tls
+            connection: http.client.HTTPConnection = _HttpsConnection(
+                self._host, self._port, timeout=timeout, context=self._tls, server_hostname=self._server_hostname
             )
         else:
             connection = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
         try:
             try:
                 connection.connect()
-            except OSError as exc:
-                raise UnreachableError("connect_failed", f"{type(exc).__name__}: {exc}") from None
+            except OSError as exc:  # a failed TLS handshake among them
+                raise connect_error(exc) from None
             try:
                 connection.request(self._method, self._path, body=body, headers=headers)
                 response = connection.getresponse()
@@ -74,3 +76,16 @@ class HttpSender:
 
     async def close(self) -> None:
         self._executor.shutdown(wait=False)
+
+
+class _HttpsConnection(http.client.HTTPSConnection):
+    """``HTTPSConnection`` that verifies ``server_hostname`` (when given) instead of the URL's host:
+    ``http.client`` has no such setting and ignored ``tls.server_hostname``. No proxy tunnel here."""
+
+    def __init__(self, host: str, port: int | None, *, server_hostname: str | None, **kwargs: Any) -> None:
+        super().__init__(host, port, **kwargs)
+        self._server_hostname = server_hostname
+
+    def connect(self) -> None:
+        http.client.HTTPConnection.connect(self)  # the TCP connection
+        self.sock = self._context.wrap_socket(self.sock, server_hostname=self._server_hostname or self.host)

@@ -11,9 +11,9 @@ import asyncio
 
 from formats.hl7.mllp_client import MllpClient, MllpConnectionError, parse_ack
 from pipeline.forward.destinations import Destination
-from pipeline.forward.errors import PermanentError, RetryableError, UnreachableError
+from pipeline.forward.errors import PermanentError, RetryableError
 from pipeline.forward.items import Item
-from pipeline.forward.tls import client_context
+from pipeline.forward.tls import client_context, connect_error
 
 ACCEPTED, REFUSED, RETRY = ("AA", "CA"), ("AE", "CE"), ("AR", "CR")
 
@@ -39,8 +39,8 @@ class MllpSender:
         timeout = self.destination.timeout
         try:
             await client.connect(timeout)
-        except (OSError, TimeoutError) as exc:
-            raise UnreachableError("connect_failed", f"{type(exc).__name__}: {exc}") from None
+        except OSError as exc:  # TimeoutError and ssl.SSLError among them
+            raise connect_error(exc) from None
         try:
             ack = await client.send(item.data, timeout=timeout)
         except TimeoutError:

@@ -140,6 +140,10 @@ class Forwarder:
         try:
             while not self._stopping.is_set():
                 batch = await self._consumer.getmany(timeout_ms=500, max_records=self._max_batch)
+                # getmany fills a batch from one partition first; what the others hold now joins it, so
+                # that more keys (patients, studies) can be delivered side by side.
+                for tp in self._consumer.assignment() - set(batch):
+                    batch.update(await self._consumer.getmany(tp, timeout_ms=0, max_records=self._max_batch))
                 records = [r for tp in sorted(batch, key=lambda t: t.partition) for r in batch[tp]]
                 if records:
                     await self._run_batch(records)

@@ -1,20 +1,19 @@
 """One destination's forwarder: its own consumer group on ``routing.decisions``, delivering what names it.
 
-Per batch of decisions (``getmany``):
-
-1. decisions that do not name this destination, or whose ids the ledger holds, are done at once;
-2. the rest are grouped by their Kafka key (the patient or study): one key's items go one after the other,
-   in offset order, different keys side by side, at most ``concurrency`` deliveries in flight;
-3. a delivery that fails is retried with exponential backoff and jitter; the breaker holds every delivery
+1. Decisions that do not name this destination, or whose ids the ledger holds, are finished at once.
+2. The rest join a lane per Kafka key (the patient or study): a lane delivers its items one after the
+   other in offset order; lanes run side by side, at most ``concurrency`` deliveries in flight. Lanes
+   outlive a fetch: a patient with many messages holds up only their own lane, never the next decisions.
+3. A delivery that fails is retried with exponential backoff and jitter; the breaker holds every delivery
    while the receiver keeps failing; a refusal, or a retryable failure on the last attempt, puts the
-   decision on ``forward.deadletter`` with the last error;
-4. a finished item (delivered or dead-lettered) is handed to the ledger's producer at once (not awaited
-   one by one: the chain goes on while the entry travels), and
-5. when the batch is done and Kafka has stored every ledger entry, offsets are committed up to the first
-   unfinished decision of each partition (while the next batch is already being delivered).
+   decision on ``forward.deadletter`` with the last error.
+4. A finished item (delivered or dead-lettered) is handed to the ledger's producer at once (not awaited
+   one by one: the lane goes on while the entry travels).
+5. Beside the deliveries, offsets are committed up to each partition's first unfinished decision, once
+   Kafka has stored the ledger entries handed over until then.
 
-While a batch runs (a receiver that is down can hold it for hours) the consumer keeps polling with its
-partitions paused, so the group does not take it for dead. On stop or on a rebalance, deliveries stop
+While many decisions wait (a receiver that is down can hold them for hours) fetching pauses and polling
+goes on, so the group does not take this member for dead. On stop or on a rebalance, deliveries stop
 between attempts and what finished is committed; the rest comes back (to this or another member).
 
 The one window for a double delivery: the receiver has acknowledged, and the process dies before the
@@ -29,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -116,8 +115,14 @@ class Forwarder:
         self._slots = asyncio.Semaphore(destination.concurrency)
         self._stopping = asyncio.Event()
         self._abort = asyncio.Event()  # stop between attempts: stop() or a rebalance
-        self._batch: asyncio.Task | None = None
-        self._settling: asyncio.Task | None = None  # the last batch's commit
+        self._max_pending = max_batch * 8  # decisions admitted and not yet finished, at most
+        self._pending: dict[int, deque[_Entry]] = defaultdict(deque)  # per partition, in offset order
+        self._lanes: dict[tuple[int, bytes | None], deque[_Entry]] = {}  # per key, what waits to go
+        self._lane_tasks: set[asyncio.Task] = set()
+        self._unfinished = 0
+        self._progress = asyncio.Event()  # set as items finish
+        self._crash: BaseException | None = None
+        self._settling: asyncio.Task | None = None  # the commit in flight
         self._loaded: set[int] = set()  # decision partitions whose ledger entries are read back
         self._consumer: AIOKafkaConsumer | None = None
         self._pending_audit: list[asyncio.Future] = []
@@ -139,16 +144,14 @@ class Forwarder:
         log.info("forwarder_started", destination=self.name, type=self.destination.type)
         try:
             while not self._stopping.is_set():
-                batch = await self._consumer.getmany(timeout_ms=500, max_records=self._max_batch)
-                # getmany fills a batch from one partition first; what the others hold now joins it, so
-                # that more keys (patients, studies) can be delivered side by side.
-                for tp in self._consumer.assignment() - set(batch):
-                    batch.update(await self._consumer.getmany(tp, timeout_ms=0, max_records=self._max_batch))
-                records = [r for tp in sorted(batch, key=lambda t: t.partition) for r in batch[tp]]
+                if self._crash is not None:
+                    raise self._crash
+                records = await self._next_records()
                 if records:
-                    await self._run_batch(records)
+                    await self._admit(records)
+                self._settle_soon()
         finally:
-            await self._finish_batch()
+            await self._halt()
             await self._consumer.stop()
             log.info("forwarder_stopped", destination=self.name)
 
@@ -156,63 +159,97 @@ class Forwarder:
         self._stopping.set()
         self._abort.set()
 
-    async def _run_batch(self, records: Sequence[ConsumerRecord]) -> None:
+    async def _next_records(self) -> list[ConsumerRecord]:
+        """The next decisions, from every assigned partition. While ``max_pending`` wait in the lanes (a
+        receiver that is down can hold them for hours) the partitions are paused, and polling goes on so
+        that the group does not take this member for dead."""
         assert self._consumer is not None
-        if not self._stopping.is_set():
-            self._abort.clear()
-        task = self._batch = asyncio.create_task(self._process(records))
-        self._consumer.pause(*self._consumer.assignment())
-        try:
-            while not task.done():
-                await asyncio.wait({task}, timeout=1.0)
-                if task.done():
-                    break
-                # Polling keeps this member in its group while a receiver holds the batch up.
-                stray = await self._consumer.getmany(timeout_ms=0)
-                for tp, recs in stray.items():  # from partitions assigned meanwhile: read them next time
-                    self._consumer.seek(tp, recs[0].offset)
-        finally:
-            await self._finish_batch()
-            self._consumer.resume(*self._consumer.assignment())
+        assigned = self._consumer.assignment()
+        if self._unfinished >= self._max_pending:
+            self._consumer.pause(*assigned)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), 1.0)
+            self._progress.clear()
+            batch = await self._consumer.getmany(timeout_ms=0)  # only partitions assigned meanwhile
+        else:
+            self._consumer.resume(*assigned)
+            batch = await self._consumer.getmany(timeout_ms=500, max_records=self._max_batch)
+            # getmany fills a batch from one partition first; what the others hold joins it at once, so
+            # that the lanes of more keys (patients, studies) fill side by side.
+            for tp in self._consumer.assignment() - set(batch):
+                batch.update(await self._consumer.getmany(tp, timeout_ms=0, max_records=self._max_batch))
+        return [r for tp in sorted(batch, key=lambda t: t.partition) for r in batch[tp]]
 
-    async def _finish_batch(self, wait: bool = False) -> None:
-        """Wait for the batch in flight (if any), and commit what it finished. The commit runs while the next
-        batch is delivered (it waits for the batch's ledger entries first, a round trip or two); with
-        ``wait``, and before the next commit, it is waited for."""
-        task, self._batch = self._batch, None
-        if task is not None:
-            entries = await asyncio.shield(task)
-            self._seek_back(entries)  # before the next fetch: what did not finish comes next
-            await self._settled()
-            self._settling = asyncio.create_task(self._settle(entries))
-        if wait:
-            await self._settled()
+    # -- lanes: one per key, each delivering its items in order --------------------------------------
 
-    async def _settled(self) -> None:
-        """Wait for the commit in flight; its failure (a ledger entry Kafka did not store) is raised here."""
-        settling, self._settling = self._settling, None
-        if settling is not None:
-            await settling
-
-    async def _settle(self, entries: Sequence[_Entry]) -> None:
-        await self.ledger.flush()  # every finished item's entry stored before any offset moves
-        await self._flush_audit()
-        await self._commit(entries)
-
-    # -- one batch -----------------------------------------------------------------------------------
-
-    async def _process(self, records: Sequence[ConsumerRecord]) -> list[_Entry]:
+    async def _admit(self, records: Sequence[ConsumerRecord]) -> None:
         await self._load_ledgers(records)
-        entries = [_Entry(record, self._relevant(record)) for record in records]
-        chains: dict[tuple[int, bytes | None], list[_Entry]] = defaultdict(list)
-        for entry in entries:
+        admitted = []
+        for record in records:
+            entry = _Entry(record, self._relevant(record))
+            self._pending[record.partition].append(entry)
             if entry.decision is None:
                 entry.done = True
             else:
-                chains[(entry.record.partition, entry.record.key)].append(entry)
-        await self._items.prefetch(e.decision for chain in chains.values() for e in chain if e.decision)
-        await asyncio.gather(*(self._chain(chain) for chain in chains.values()))
-        return entries
+                admitted.append(entry)
+        await self._items.prefetch(entry.decision for entry in admitted if entry.decision)
+        for entry in admitted:
+            key = (entry.record.partition, entry.record.key)
+            lane = self._lanes.get(key)
+            if lane is None:
+                lane = self._lanes[key] = deque()
+                task = asyncio.create_task(self._lane(key, lane))
+                self._lane_tasks.add(task)
+                task.add_done_callback(self._lane_ended)
+            lane.append(entry)
+            self._unfinished += 1
+
+    async def _lane(self, key: tuple[int, bytes | None], lane: deque[_Entry]) -> None:
+        """One key's items, in offset order, as they are admitted; stops at the first that does not finish
+        (stop, rebalance), leaving it and the rest to :meth:`_halt`."""
+        try:
+            while lane:
+                entry = lane[0]
+                entry.done = await self._finish(entry)
+                if not entry.done:
+                    return
+                lane.popleft()
+                self._unfinished -= 1
+                self._progress.set()
+        finally:
+            if not lane and self._lanes.get(key) is lane:
+                del self._lanes[key]
+
+    def _lane_ended(self, task: asyncio.Task) -> None:
+        self._lane_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None and self._crash is None:
+            self._crash = task.exception()  # raised by run(): the service restarts this forwarder
+
+    async def _finish(self, entry: _Entry) -> bool:
+        decision = entry.decision
+        assert decision is not None
+        if decision.message_id in self.ledger:  # published twice: finished by the first
+            self.stats.duplicates += 1
+            return True
+        return await self._deliver(entry.record, decision)
+
+    async def _halt(self) -> None:
+        """Stop between attempts (stop, rebalance) and commit what finished; each partition's first
+        unfinished decision is read again next (here, or by the member its partition goes to)."""
+        assert self._consumer is not None
+        self._abort.set()
+        await asyncio.gather(*self._lane_tasks, return_exceptions=True)
+        await self._settled()
+        await self._settle(self._finished_offsets())
+        for partition, entries in self._pending.items():
+            tp = TopicPartition(ROUTING_DECISIONS, partition)
+            if entries and not self._stopping.is_set() and tp in self._consumer.assignment():
+                self._consumer.seek(tp, entries[0].record.offset)
+        self._lanes.clear()
+        self._pending.clear()
+        self._unfinished = 0
+        if not self._stopping.is_set():
+            self._abort.clear()
 
     async def _load_ledgers(self, records: Sequence[ConsumerRecord]) -> None:
         oldest: dict[int, int] = {}
@@ -239,24 +276,7 @@ class Forwarder:
             self.stats.duplicates += 1
             log.info("already_forwarded", destination=self.name, message=hash_id(decision.message_id))
             return None
-        if decision.kind not in self.destination.kinds:
-            return decision  # refused in _deliver, with a dead letter that says why
-        return decision
-
-    async def _chain(self, chain: list[_Entry]) -> None:
-        """One key's items, in order; stops at the first that does not finish (stop, rebalance)."""
-        seen: set[str] = set()
-        for entry in chain:
-            decision = entry.decision
-            assert decision is not None
-            if decision.message_id in seen or decision.message_id in self.ledger:  # twice in one batch
-                self.stats.duplicates += 1
-                entry.done = True
-                continue
-            seen.add(decision.message_id)
-            entry.done = await self._deliver(entry.record, decision)
-            if not entry.done:
-                return
+        return decision  # one of a kind this destination does not take is refused in _deliver, with a reason
 
     async def _deliver(self, record: ConsumerRecord, decision: RoutingDecision) -> bool:
         """True when the item is finished (delivered or dead-lettered and in the ledger)."""
@@ -375,32 +395,39 @@ class Forwarder:
         deliveries = await asyncio.gather(*pending)
         await asyncio.gather(*deliveries)
 
-    def _seek_back(self, entries: Sequence[_Entry]) -> None:
-        """Each partition's first unfinished decision is read again next."""
-        assert self._consumer is not None
-        blocked: set[int] = set()
-        for entry in entries:  # in offset order per partition
-            if entry.done or entry.record.partition in blocked:
-                continue
-            blocked.add(entry.record.partition)
-            tp = TopicPartition(entry.record.topic, entry.record.partition)
-            if not self._stopping.is_set() and tp in self._consumer.assignment():
-                self._consumer.seek(tp, entry.record.offset)
+    def _finished_offsets(self) -> dict[int, int]:
+        """Per partition, the offset after its finished prefix, where that prefix grew since last time."""
+        offsets = {}
+        for partition, entries in self._pending.items():
+            while entries and entries[0].done:
+                offsets[partition] = entries.popleft().record.offset + 1
+        return offsets
 
-    async def _commit(self, entries: Sequence[_Entry]) -> None:
+    def _settle_soon(self) -> None:
+        """Commit what finished since the last commit, beside the deliveries, unless a commit is running."""
+        if self._settling is not None:
+            if not self._settling.done():
+                return
+            self._settling.result()  # a ledger entry Kafka did not store: nothing may be committed
+            self._settling = None
+        offsets = self._finished_offsets()
+        if offsets:
+            self._settling = asyncio.create_task(self._settle(offsets))
+
+    async def _settled(self) -> None:
+        settling, self._settling = self._settling, None
+        if settling is not None:
+            await settling
+
+    async def _settle(self, offsets: dict[int, int]) -> None:
+        """Commit ``offsets`` once Kafka has stored every ledger entry and audit event handed over so far
+        (those of the finished decisions among them)."""
         assert self._consumer is not None
-        offsets: dict[TopicPartition, int] = {}
-        blocked: set[int] = set()
-        for entry in entries:  # in offset order per partition
-            tp = TopicPartition(entry.record.topic, entry.record.partition)
-            if entry.record.partition in blocked:
-                continue
-            if entry.done:
-                offsets[tp] = entry.record.offset + 1
-            else:
-                blocked.add(entry.record.partition)
+        await self.ledger.flush()
+        await self._flush_audit()
         assigned = self._consumer.assignment()
-        owned = {tp: OffsetAndMetadata(offset, "") for tp, offset in offsets.items() if tp in assigned}
+        owned = {tp: OffsetAndMetadata(offset, "") for partition, offset in offsets.items()
+                 if (tp := TopicPartition(ROUTING_DECISIONS, partition)) in assigned}  # fmt: skip
         if not owned:
             return
         try:
@@ -410,9 +437,7 @@ class Forwarder:
 
     async def on_revoked(self) -> None:
         """Before partitions move: stop between attempts, commit what finished."""
-        if self._batch is not None:
-            self._abort.set()
-        await self._finish_batch(wait=True)
+        await self._halt()
         self._loaded.clear()  # another member may have delivered meanwhile: read the ledger again
 
 

@@ -65,13 +65,17 @@ class MllpReceiver:
         return self
 
     def _serve(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        server = self._loop.run_until_complete(asyncio.start_server(self._connected, "127.0.0.1", self.port))
+        self._loop = loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        server = loop.run_until_complete(asyncio.start_server(self._connected, "127.0.0.1", self.port))
         self._ready.set()
-        try:
-            self._loop.run_forever()
-        finally:
-            server.close()
+        loop.run_forever()
+        server.close()
+        connections = asyncio.all_tasks(loop)
+        for task in connections:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*connections, return_exceptions=True))
+        loop.close()
 
     async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         decoder = MllpDecoder()

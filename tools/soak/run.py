@@ -90,8 +90,8 @@ class System:
         env = self.env()
         if name.startswith("worker"):
             env["MEDROUTE_HOME"] = str(self.home / name)  # each worker's table store of its own
-            if self.debug_workers:
-                env |= {"MEDROUTE_LOG_LEVEL": "DEBUG", "MEDROUTE_WORKER_FAUST_LOG_LEVEL": "DEBUG"}
+            if self.debug_workers:  # DEVLOG: Faust's own developer lines too (offsets committed, messages dropped)
+                env |= {"MEDROUTE_LOG_LEVEL": "DEBUG", "MEDROUTE_WORKER_FAUST_LOG_LEVEL": "DEBUG", "DEVLOG": "1"}
         self.children[name] = Child.python(MODULES.get(name, "pipeline"), env, self.home / f"{name}.log")
         if name in ("mllp", "dicom"):
             wait_for_port(self.ports[name], 60, self.children[name].process)
@@ -150,7 +150,8 @@ def send_dicom(port: int, stop: threading.Event, stored: list[str], rate: float)
 
 
 def run(minutes: float, interval: float, home: Path, debug_workers: bool = False, drain: float = 180,
-        strict_doubles: bool = False) -> dict:  # fmt: skip
+        strict_doubles: bool = False, targets: tuple[str, ...] = TARGETS) -> dict:  # fmt: skip
+    """Traffic for ``minutes`` while ``targets`` are killed in turn every ``interval`` s; the summary."""
     system = System(home, debug_workers)
     ehr = MllpReceiver(system.ports[EHR]).start()
     pacs = DicomReceiver(system.ports[PACS]).start()
@@ -176,7 +177,7 @@ def run(minutes: float, interval: float, home: Path, debug_workers: bool = False
         turn = 0
         while time.monotonic() + interval < end:
             time.sleep(interval)
-            target = TARGETS[turn % len(TARGETS)]
+            target = targets[turn % len(targets)]
             if target == "forwarder":
                 forwarder_kills.append(time.monotonic())
             kills.append({"target": target, "at_s": round(time.monotonic() - began)})
@@ -216,11 +217,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--debug-workers", action="store_true", help="the workers log at DEBUG, Faust's too")
     parser.add_argument("--strict-doubles", action="store_true",
                         help="fail on items received twice after a forwarder kill too")  # fmt: skip
+    parser.add_argument("--targets", default=",".join(TARGETS),
+                        help=f"what is killed, in turn (default: {','.join(TARGETS)})")  # fmt: skip
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    targets = tuple(t for t in args.targets.split(",") if t)
+    if not targets or set(targets) - set(TARGETS):
+        parser.error(f"--targets: a comma-separated choice of {', '.join(TARGETS)}")
     terminate_on_sigterm()
     home = Path(args.home or tempfile.mkdtemp(prefix="medroute-soak-"))
     home.mkdir(parents=True, exist_ok=True)
-    summary = run(args.minutes, args.interval, home, args.debug_workers, args.drain, args.strict_doubles)
+    summary = run(args.minutes, args.interval, home, args.debug_workers, args.drain, args.strict_doubles, targets)
     summary["home"] = str(home)
     print(json.dumps(summary, indent=1))
     return 0 if summary["ok"] else 1

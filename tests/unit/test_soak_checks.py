@@ -13,24 +13,24 @@ from tools.soak.receivers import MllpReceiver
 
 def test_an_item_decided_once_and_received_twice_is_a_double_delivery() -> None:
     expected = Counter({"A": 1, "B": 1, "C": 1})
-    result = deliveries(expected, {"A": [1.0], "B": [2.0, 9.0]}, forwarder_kills=[])
+    result = deliveries(expected, {"A": [1.0], "B": [2.0, 9.0]}, forwarder_restarts=[])
     assert result["missing"] == 1 and result["missing_examples"] == ["C"]
-    assert result["double_unexplained"] == 1 and result["double_after_forwarder_kill"] == 0
+    assert result["double_unexplained"] == 1 and result["double_across_forwarder_restart"] == 0
 
 
-def test_a_double_with_a_forwarder_kill_between_the_receipts_is_the_documented_window() -> None:
-    result = deliveries(Counter({"B": 1}), {"B": [2.0, 9.0]}, forwarder_kills=[1.0, 5.0])
-    assert result["double_after_forwarder_kill"] == 1 and result["double_unexplained"] == 0
-    outside = deliveries(Counter({"B": 1}), {"B": [2.0, 9.0]}, forwarder_kills=[1.0, 10.0])
-    assert outside["double_unexplained"] == 1
+def test_a_double_from_two_forwarder_processes_is_the_documented_window() -> None:
+    result = deliveries(Counter({"B": 1}), {"B": [2.0, 9.0]}, forwarder_restarts=[1.0, 5.0])
+    assert result["double_across_forwarder_restart"] == 1 and result["double_unexplained"] == 0
+    one_process = deliveries(Counter({"B": 1}), {"B": [2.0, 9.0]}, forwarder_restarts=[2.0, 10.0])
+    assert one_process["double_unexplained"] == 1  # both receipts after the restart at 2.0: the same process
 
 
 def test_an_item_stored_twice_upstream_is_expected_twice() -> None:
     # The listener stored one message twice (its ACK was lost): two decisions, two deliveries, no double.
-    result = deliveries(Counter({"A": 2}), {"A": [1.0, 2.0]}, forwarder_kills=[])
-    assert result == deliveries(Counter({"A": 2}), {"A": [3.0, 4.0]}, forwarder_kills=[])
+    result = deliveries(Counter({"A": 2}), {"A": [1.0, 2.0]}, forwarder_restarts=[])
+    assert result == deliveries(Counter({"A": 2}), {"A": [3.0, 4.0]}, forwarder_restarts=[])
     assert result["missing"] == 0 and result["double_unexplained"] == 0 and result["received"] == 2
-    assert deliveries(Counter({"A": 2}), {"A": [1.0]}, forwarder_kills=[])["missing"] == 1
+    assert deliveries(Counter({"A": 2}), {"A": [1.0]}, forwarder_restarts=[])["missing"] == 1
 
 
 def test_the_mllp_receiver_acks_each_message_and_counts_every_receipt() -> None:

@@ -82,7 +82,7 @@ async def all_lags(settings: KafkaSettings) -> dict[str, int]:
 def deliveries(expected: Counter, receipts: Receipts, forwarder_restarts: Sequence[float]) -> dict:
     """Items missing at a destination and items received more often than they were decided.
 
-    ``expected`` counts, per item id, the distinct inbound records decided for it (an item the listener stored
+    ``expected`` counts, per item id, the distinct inbound records stored for it (an item the listener stored
     twice, after a lost ACK, is decided and delivered twice: that is the listener's resend window, not a double
     delivery). A double delivery whose receipts came from two forwarder processes (a restart between them) is
     the forwarder's documented window: the receiver had the item and the killed process had not stored its
@@ -117,8 +117,9 @@ async def outcome(settings: KafkaSettings, traffic: Traffic) -> dict:
     dead = {d["message_id"] for d in letters if d.get("source") == "worker"}
     undecided = [m for m in inbound if m not in decisions and m not in dead]
     given_up = await read_all(settings, FORWARD_DEADLETTER)
-    to_ehr = Counter(r["control_id"] for r in hl7 if r["message_id"] in decisions)
-    to_pacs = Counter(r["sop_instance_uid"] for r in dicom if r["message_id"] in decisions)
+    # Every stored item is due at its destination, decided or not: an undecided one is missing there too.
+    to_ehr = Counter(r["control_id"] for r in hl7 if r["message_id"] not in dead)
+    to_pacs = Counter(r["sop_instance_uid"] for r in dicom if r["message_id"] not in dead)
     on_hl7 = {r.get("control_id") for r in hl7}
     on_dicom = {r.get("sop_instance_uid") for r in dicom}
     return {

@@ -9,7 +9,7 @@ the traffic stops, the system is given time to drain, and the soak checks, from 
 
 * every acknowledged HL7 message (by MSH-10) and image (by SOP Instance UID) is on its inbound topic;
 * every inbound record has a routing decision (records decided twice are counted);
-* every decided item reached its destination, none was dead-lettered by the forwarder, and items received
+* every stored item reached its destination, none was dead-lettered by the forwarder, and items received
   more often than decided are counted: those received from two forwarder processes (a restart between the
   receipts: the forwarder's documented at-least-once window) apart from any other;
 * the worker pool's and the forwarders' committed offsets reach the end of every partition (no lag).

@@ -24,6 +24,15 @@ WORKER_APP_ID = WORKER("MEDROUTE_WORKER_APP_ID", DEFAULT_APP_ID, "the worker poo
 WORKER_STORE = WORKER("MEDROUTE_WORKER_STORE", "memory://", "Faust table store (`memory://` or `rocksdb://`)")
 WORKER_WEB_PORT = WORKER("MEDROUTE_WORKER_WEB_PORT", 0, "port of Faust's web server (0: off)", minimum=0)
 WORKER_METRICS_PORT = WORKER("MEDROUTE_WORKER_METRICS_PORT", 0, "the worker's Prometheus endpoint (0: off)", minimum=0)
+# Faust's and aiokafka's own logs (rebalances, fetches, commits): DEBUG is very verbose (the soak's
+# `--debug-workers` uses it); WARNING keeps a production log readable. aiokafka's DEBUG lines show the start of
+# each produce request's bytes (decisions, which carry no PHI, but still): not for a site's real traffic.
+FAUST_LOG_LEVEL = WORKER(
+    "MEDROUTE_WORKER_FAUST_LOG_LEVEL",
+    "WARNING",
+    "log level of Faust and its Kafka client in the worker (DEBUG, INFO, WARNING, ERROR); DEBUG shows the start of "
+    "produced records' bytes: for tests and the soak only",
+)
 ROUTES_RELOAD_SECONDS = WORKER("MEDROUTE_ROUTES_RELOAD_SECONDS", 2.0, "how often the worker checks the routing "
                                "rules file for changes (0: never)", minimum=0)
 
@@ -46,6 +55,7 @@ class WorkerSettings:
     # How often the routing rules file is checked for changes (0: never; a change then needs a restart).
     rules_reload_seconds: float = field(default_factory=ROUTES_RELOAD_SECONDS)
     metrics_host: str = field(default_factory=METRICS_HOST)
+    faust_log_level: str = field(default_factory=FAUST_LOG_LEVEL)
 
     @property
     def image_model(self) -> str | None:

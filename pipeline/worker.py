@@ -236,7 +236,7 @@ def main() -> int:
         batch_size=settings.batch_size,
         batch_ms=settings.batch_ms,
     )
-    worker = faust.Worker(app, loglevel="warning", quiet=True, redirect_stdouts=False)
+    worker = faust.Worker(app, loglevel=settings.faust_log_level.lower(), quiet=True, redirect_stdouts=False)
     worker.spinner = None  # a terminal progress spinner only garbles log files
     try:
         worker.execute_from_commandline()

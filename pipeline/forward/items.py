@@ -131,8 +131,10 @@ class InboundRecords:
             if wanted not in self._records:
                 await self._fetch(TopicPartition(topic, partition), offset)
             value = self._records.get(wanted)
+            if value is None:
+                await self._check_in_log(TopicPartition(topic, partition), offset, place)
         if value is None:
-            raise PermanentError("item_missing", f"{place} is no longer in the log")
+            raise RetryableError("kafka_unavailable", f"{place} was not read in time")
         return value
 
     async def prefetch(self, places: Iterable[str]) -> None:
@@ -152,6 +154,18 @@ class InboundRecords:
                             await self._fetch(TopicPartition(topic, partition), offset)
                         except RetryableError:
                             return
+
+    async def _check_in_log(self, tp: TopicPartition, offset: int, place: str) -> None:
+        """Raise :class:`PermanentError` if the log no longer (or never) held ``offset``. A fetch that came back
+        empty is not proof of that: the consumer answers nothing, not an error, while the broker is down."""
+        assert self._consumer is not None
+        try:
+            first = (await asyncio.wait_for(self._consumer.beginning_offsets([tp]), 10))[tp]
+            end = (await asyncio.wait_for(self._consumer.end_offsets([tp]), 10))[tp]
+        except (KafkaError, TimeoutError) as exc:
+            raise RetryableError("kafka_unavailable", f"cannot read {tp.topic}: {type(exc).__name__}") from None
+        if not first <= offset < end:
+            raise PermanentError("item_missing", f"{place} is no longer in the log")
 
     async def _fetch(self, tp: TopicPartition, offset: int) -> None:
         assert self._consumer is not None, "start() first"

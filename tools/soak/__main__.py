@@ -1,0 +1,3 @@
+from tools.soak.run import main
+
+raise SystemExit(main())

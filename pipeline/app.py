@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import faust
+from faust.types import TransportT
 
-from medroute.config import KafkaSettings, home_dir
+from medroute.config import DICOM_INBOUND, HL7_INBOUND, KafkaSettings, home_dir
 from medroute.kafka.client import connection_kwargs
+from pipeline.consumer import read_every_record_of
 from pipeline.settings import DEFAULT_APP_ID, WorkerSettings
 
 APP_ID = DEFAULT_APP_ID
@@ -30,6 +32,16 @@ def broker_credentials(settings: KafkaSettings) -> faust.types.auth.CredentialsT
     if ssl_context is not None:
         return faust.SSLCredentials(ssl_context)
     return None
+
+
+class WorkerApp(faust.App):
+    """Faust's app with the consumer that reads a jump in the inbound topics' offsets again
+    (:mod:`pipeline.consumer`)."""
+
+    def _new_transport(self) -> TransportT:
+        transport = super()._new_transport()
+        read_every_record_of(transport, (HL7_INBOUND, DICOM_INBOUND))
+        return transport
 
 
 def create_app(kafka: KafkaSettings, settings: WorkerSettings, **overrides: Any) -> faust.App:
@@ -61,4 +73,4 @@ def create_app(kafka: KafkaSettings, settings: WorkerSettings, **overrides: Any)
         "stream_recovery_delay": 0.5,
     }
     options.update(overrides)
-    return faust.App(settings.app_id, **options)
+    return WorkerApp(settings.app_id, **options)

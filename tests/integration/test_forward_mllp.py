@@ -166,8 +166,10 @@ def test_a_forwarder_killed_mid_delivery_delivers_nothing_twice_but_what_was_in_
 ) -> None:
     """The receiver takes 50 ms per ACK, so most of the time a delivery waits for it. A SIGKILL leaves up to
     `concurrency` messages received but not acknowledged to the forwarder: MLLP resends those (the receiver
-    sees them again, as after any lost ACK). Everything acknowledged before the kill is not sent again,
-    although its offsets were not committed yet: the ledger turns those into no-ops."""
+    sees them again, as after any lost ACK), and the few acknowledged in the last ledger round trip (their
+    entries had not reached Kafka): a handful, more on a starved CPU, all from just before the kill.
+    Everything acknowledged before that is not sent again, although its offsets were not committed yet: the
+    ledger turns those into no-ops."""
     receiver = Hl7Receiver(free_port(), tmp_path / "kill.log", delay=0.05).start()
     tag = uuid.uuid4().hex[:8]
     destinations = tmp_path / "destinations.yaml"
@@ -193,7 +195,7 @@ def test_a_forwarder_killed_mid_delivery_delivers_nothing_twice_but_what_was_in_
     counts = Counter(c for _, c, _ in received)
     first_seen = {c: t for t, c, _ in reversed(received)}
     repeated = {c for c, n in counts.items() if n > 1}
-    assert len(repeated) <= 4, repeated
+    assert len(repeated) <= 2 * 4, repeated  # the 4 in flight, and as many again whose ledger entry was
     # Only messages the receiver got in the last ACK delay before the kill came again.
     assert all(killed_at - 1.0 <= first_seen[c] <= killed_at for c in repeated), (repeated, killed_at)
     assert set(counts) == {raw.split(b"|")[9].decode() for raw in sent}

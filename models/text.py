@@ -24,6 +24,7 @@ TOKENIZER_FILE = "tokenizer.json"
 OUTPUT = "probabilities"
 BATCH_SIZE = 32
 CACHE_SIZE = 4096  # texts: templated reports and resent messages skip the model
+HEAD_TAIL = "head_tail"  # preprocessing.truncation of encoder bundles: long texts keep their start and end
 
 
 class TextClassifier(BundleModel):
@@ -41,6 +42,8 @@ class TextClassifier(BundleModel):
         self._cache_lock = threading.Lock()
         preprocessing = bundle.manifest["preprocessing"]
         self.lowercase = bool(preprocessing.get("lowercase", False))
+        self.max_length = int(preprocessing["max_length"])
+        self.head_tokens = int(preprocessing.get("head_tokens", self.max_length))
         self.thresholds = np.array([bundle.threshold(label) for label in bundle.labels])
 
     @classmethod
@@ -50,7 +53,11 @@ class TextClassifier(BundleModel):
             raise BundleError(f"{bundle.ref} is a {bundle.manifest['task']} model, not text_classification")
         tokenizer = Tokenizer.from_file(str(bundle.file(TOKENIZER_FILE)))
         tokenizer.no_padding()
-        tokenizer.enable_truncation(int(bundle.manifest["preprocessing"]["max_length"]))
+        preprocessing = bundle.manifest["preprocessing"]
+        if preprocessing.get("truncation") == HEAD_TAIL:
+            tokenizer.no_truncation()  # cut by encode_ids: head and tail kept
+        else:
+            tokenizer.enable_truncation(int(preprocessing["max_length"]))
         session = open_session(bundle.file(MODEL_FILE))
         width = session.get_outputs()[0].shape[-1]
         if isinstance(width, int) and width != len(bundle.labels):
@@ -91,7 +98,7 @@ class TextClassifier(BundleModel):
         return out
 
     def _run(self, texts: list[str]) -> np.ndarray:
-        ids = [encoding.ids for encoding in self.tokenizer.encode_batch(texts)]
+        ids = encode_ids(self.tokenizer, texts, self.max_length, self.head_tokens)
         out = np.zeros((len(ids), len(self.labels)), dtype=np.float32)
         # Batches of similar length pad less; padding never changes a row's result.
         order = sorted(range(len(ids)), key=lambda n: len(ids[n]))
@@ -112,3 +119,20 @@ def pad(sequences: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
         input_ids[row, : len(seq)] = seq
         attention_mask[row, : len(seq)] = 1
     return input_ids, attention_mask
+
+
+def head_tail(ids: Sequence[int], max_length: int, head_tokens: int) -> list[int]:
+    """``ids`` cut to ``max_length``: the first ``head_tokens`` and the last ``max_length - head_tokens``.
+
+    Long reports put the findings at the start and the conclusion or sign-off at the end; both tell the kind
+    of document. With ``head_tokens == max_length`` only the start is kept, as plain truncation would.
+    """
+    if len(ids) <= max_length:
+        return list(ids)
+    tail = max_length - head_tokens
+    return list(ids[:head_tokens]) + (list(ids[-tail:]) if tail > 0 else [])
+
+
+def encode_ids(tokenizer: Tokenizer, texts: Sequence[str], max_length: int, head_tokens: int) -> list[list[int]]:
+    """Token ids per text, special tokens included, cut by ``head_tail`` (training and run time share this)."""
+    return [head_tail(encoding.ids, max_length, head_tokens) for encoding in tokenizer.encode_batch(list(texts))]

@@ -85,16 +85,49 @@ def build_encoder(base: BaseEncoder) -> nn.Module:
     return encoder
 
 
-def add_lora(model: EncoderClassifier, rank: int, alpha: float) -> None:
-    """Freeze the encoder but its biases and LayerNorms; put adapters on every block's linear layers."""
+def add_lora(model: EncoderClassifier, rank: int, alpha: float, train_layers: int | None = None) -> None:
+    """Freeze the encoder but its biases and LayerNorms; put adapters on every block's linear layers.
+
+    With ``train_layers`` only the top that many blocks are adapted; the blocks below stay the base model's.
+    """
+    layers = model.encoder.encoder.layer
+    first = len(layers) - (train_layers or len(layers))
     for name, parameter in model.encoder.named_parameters():
         parameter.requires_grad = name.endswith(".bias") or ".LayerNorm." in name
     model.encoder.embeddings.requires_grad_(False)  # embeddings stay the base model's (large, not needed)
-    for layer in model.encoder.encoder.layer:
+    for layer in layers[:first]:
+        layer.requires_grad_(False)
+    for layer in layers[first:]:
         for target in LORA_TARGETS:
             parent_path, _, attribute = target.rpartition(".")
             parent = layer.get_submodule(parent_path)
             setattr(parent, attribute, LoRALinear(getattr(parent, attribute), rank, alpha))
+
+
+@torch.no_grad()
+def bottom_states(model: EncoderClassifier, input_ids: torch.Tensor, mask: torch.Tensor, bottom: int) -> torch.Tensor:
+    """Token states after the embeddings and the first ``bottom`` blocks (eval mode: no dropout)."""
+    encoder = model.encoder
+    full = encoder.encoder.layer
+    was_training = model.training
+    model.eval()
+    try:
+        encoder.encoder.layer = full[:bottom]
+        return encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
+    finally:
+        encoder.encoder.layer = full
+        model.train(was_training)
+
+
+def top_logits(model: EncoderClassifier, states: torch.Tensor, mask: torch.Tensor, bottom: int) -> torch.Tensor:
+    """The rest of ``model`` from the states ``bottom_states`` gave: the blocks above, pooling, head."""
+    additive = (1.0 - mask[:, None, None, :].to(states.dtype)) * torch.finfo(states.dtype).min
+    for layer in model.encoder.encoder.layer[bottom:]:
+        output = layer(states, attention_mask=additive)
+        states = output[0] if isinstance(output, tuple) else output
+    weights = mask.unsqueeze(-1).to(states.dtype)
+    pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+    return model.head(model.dropout(pooled))
 
 
 def delta_arrays(model: EncoderClassifier) -> dict[str, np.ndarray]:

@@ -37,9 +37,11 @@ from tools.modelling.datasets import DataError, read_labelled_csv
 from tools.modelling.encoder_model import (
     EncoderClassifier,
     add_lora,
+    bottom_states,
     build_encoder,
     delta_arrays,
     round_adapters_to_fp16,
+    top_logits,
 )
 from tools.modelling.metrics import classification_metrics
 
@@ -83,13 +85,43 @@ def length_batches(ids: list[list[int]], size: int, rng: random.Random | None) -
     return batches
 
 
+class Inputs:
+    """A data set as the trained part of the model sees it: token ids, or (with frozen bottom blocks) the
+    token states those blocks give, computed once: each epoch then runs the top blocks only."""
+
+    def __init__(self, model: EncoderClassifier, ids: list[list[int]], bottom: int, device: torch.device) -> None:
+        self.ids, self.bottom, self.device = ids, bottom, device
+        self.states: list[torch.Tensor] = []
+        if bottom:
+            self.states = [torch.empty(0)] * len(ids)
+            batches = length_batches(ids, 32, None)
+            for batch in tqdm(batches, desc=f"encoding with the {bottom} frozen blocks", unit="batch",
+                              file=sys.stderr, mininterval=5, dynamic_ncols=True):
+                input_ids, mask = padded([ids[n] for n in batch], device)
+                states = bottom_states(model, input_ids, mask, bottom)
+                for row, n in enumerate(batch):
+                    self.states[n] = states[row, : len(ids[n])].clone()
+
+    def logits(self, model: EncoderClassifier, batch: list[int]) -> torch.Tensor:
+        if not self.bottom:
+            return model(*padded([self.ids[n] for n in batch], self.device))
+        width = max(len(self.ids[n]) for n in batch)
+        states = torch.zeros((len(batch), width, self.states[batch[0]].shape[-1]), device=self.device)
+        mask = torch.zeros((len(batch), width), dtype=torch.long, device=self.device)
+        for row, n in enumerate(batch):
+            states[row, : len(self.ids[n])] = self.states[n]
+            mask[row, : len(self.ids[n])] = 1
+        return top_logits(model, states, mask, self.bottom)
+
+
 @torch.no_grad()
-def predict(model: EncoderClassifier, ids: list[list[int]], device: torch.device, size: int = 32) -> np.ndarray:
+def predict(model: EncoderClassifier, ids: list[list[int]], device: torch.device, size: int = 32,
+            inputs: Inputs | None = None) -> np.ndarray:
     model.eval()
+    inputs = inputs or Inputs(model, ids, 0, device)
     out = np.zeros((len(ids), model.head.out_features), dtype=np.float32)
     for batch in length_batches(ids, size, None):
-        input_ids, mask = padded([ids[n] for n in batch], device)
-        out[batch] = torch.softmax(model(input_ids, mask), dim=-1).float().cpu().numpy()
+        out[batch] = torch.softmax(inputs.logits(model, batch), dim=-1).float().cpu().numpy()
     return out
 
 
@@ -107,8 +139,12 @@ def trainable_state(model: EncoderClassifier) -> dict[str, torch.Tensor]:
 def train(args: argparse.Namespace, base: BaseEncoder, train_set: Encoded, eval_set: Encoded, labels: list[str]):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = EncoderClassifier(build_encoder(base), base.config["hidden_size"], len(labels))
-    add_lora(model, args.lora_rank, 2.0 * args.lora_rank)
+    layers = base.config["num_hidden_layers"]
+    bottom = layers - min(args.train_layers or layers, layers)
+    add_lora(model, args.lora_rank, 2.0 * args.lora_rank, layers - bottom)
     model.to(device)
+    train_inputs = Inputs(model, train_set.ids, bottom, device)
+    eval_inputs = Inputs(model, eval_set.ids, bottom, device)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=args.lr, weight_decay=0.01)
     rng = random.Random(args.seed)
@@ -127,9 +163,8 @@ def train(args: argparse.Namespace, base: BaseEncoder, train_set: Encoded, eval_
         model.train()
         running = 0.0
         for step, batch in enumerate(length_batches(train_set.ids, args.batch_size, rng), start=1):
-            input_ids, mask = padded([train_set.ids[n] for n in batch], device)
             target = torch.from_numpy(train_set.labels[batch]).to(device)
-            loss = loss_fn(model(input_ids, mask), target)
+            loss = loss_fn(train_inputs.logits(model, batch), target)
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(parameters, 1.0)
@@ -138,7 +173,7 @@ def train(args: argparse.Namespace, base: BaseEncoder, train_set: Encoded, eval_
             running += float(loss)
             bar.update(1)
             bar.set_postfix(epoch=epoch, loss=f"{running / step:.3f}", refresh=False)
-        probabilities = predict(model, eval_set.ids, device)
+        probabilities = predict(model, eval_set.ids, device, inputs=eval_inputs)
         metrics = classification_metrics(eval_set.labels, probabilities, labels)
         history.append({"epoch": epoch, "train_loss": round(running / steps_per_epoch, 4),
                         "eval_macro_f1": round(metrics["macro_f1"], 4), "eval_accuracy": round(metrics["accuracy"], 4)})
@@ -198,7 +233,8 @@ def run(args: argparse.Namespace) -> int:
         "data_sha256": {Path(p).name: sha256_file(Path(p)) for p in (args.train_data,)},
         "rows": len(train_set.ids),
         "hyperparameters": {key: getattr(args, key) for key in
-                            ("num_epochs", "batch_size", "lr", "max_length", "head_tokens", "lora_rank", "patience",
+                            ("num_epochs", "batch_size", "lr", "max_length", "head_tokens", "lora_rank", "train_layers",
+                             "patience",
                              "class_weighting")},
         "best_epoch": best_epoch,
         "history": history,

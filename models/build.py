@@ -28,6 +28,7 @@ import numpy as np
 from models.base_encoders import BaseEncoder, load_base
 from models.bundle import BundleError, load_bundle, write_manifest
 
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 RECIPE = "recipe.json"
 SKELETON = "skeleton.onnx"
 DELTA = "delta.npz"
@@ -113,6 +114,15 @@ def build_bundle(
     if not int8:
         manifest.pop("quantization", None)
     write_manifest(staging, manifest)
+    ensemble = recipe.get("ensemble") if int8 else None
+    if ensemble:  # the encoder becomes one member beside the committed TF-IDF bundle
+        encoder_dir = staging.parent / f".{output.name}.encoder"
+        shutil.rmtree(encoder_dir, ignore_errors=True)
+        staging.rename(encoder_dir)
+        (staging / "members").mkdir(parents=True)
+        encoder_dir.rename(staging / "members" / "encoder")
+        shutil.copytree(recipe_dir / "tfidf", staging / "members" / "tfidf")
+        write_manifest(staging, ensemble["manifest"])
     if int8:
         progress("checking the recorded predictions")
         check_recorded(staging, recipe.get("recorded") or [])
@@ -138,3 +148,44 @@ def check_recorded(bundle_dir: Path, recorded: list[dict[str, Any]]) -> None:
                 f"{bundle_dir}: recorded text {number} gives {label} (max probability difference {worst:.4f}), "
                 f"the recipe recorded {entry['label']}: the base model package or the build differs"
             )
+
+
+def recipe_digest(recipe_dir: Path) -> str:
+    """sha256 over a recipe's files: a built bundle whose stamp matches needs no rebuild."""
+    import hashlib
+
+    from models.bundle import sha256_file
+
+    digest = hashlib.sha256()
+    for path in sorted(p for p in recipe_dir.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(recipe_dir).as_posix()}={sha256_file(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def build_all(recipes: Path, bundles: Path, *, force: bool = False, names: list[str] | None = None) -> list[Path]:
+    """Build each recipe under ``recipes`` into ``bundles/built-<recipe>`` unless already built from it."""
+    from tqdm import tqdm
+
+    built = []
+    folders = sorted(p for p in recipes.iterdir() if (p / RECIPE).is_file()) if recipes.is_dir() else []
+    for folder in folders:
+        if names and folder.name not in names:
+            continue
+        output = bundles / f"built-{folder.name}"
+        stamp = output / ".recipe-sha256"
+        digest = recipe_digest(folder)
+        if not force and stamp.is_file() and stamp.read_text().strip() == digest:
+            continue
+        steps = ["reading the base encoder", "merging the fine-tuned delta", "filling the graph",
+                 "quantizing to int8", "checking the recorded predictions"]
+        with tqdm(total=len(steps), desc=f"building {folder.name}", unit="step") as bar:
+
+            def progress(step: str, bar: Any = bar) -> None:
+                bar.set_postfix_str(step)
+                bar.update(0 if step == steps[0] else 1)
+
+            build_bundle(folder, output, progress=progress)
+            bar.update(bar.total - bar.n)
+        stamp.write_text(digest + "\n")
+        built.append(output)
+    return built

@@ -47,10 +47,12 @@ class TextClassifier(BundleModel):
         self.thresholds = np.array([bundle.threshold(label) for label in bundle.labels])
 
     @classmethod
-    def load(cls, name_or_path: str | Path) -> TextClassifier:
-        bundle = load_bundle(find_bundle(str(name_or_path)))
+    def load(cls, name_or_path: str | Path, *, verify: bool = True) -> TextClassifier:
+        bundle = load_bundle(find_bundle(str(name_or_path)), verify=verify)
         if bundle.manifest["task"] != "text_classification" or bundle.manifest["input_kind"] != "text":
             raise BundleError(f"{bundle.ref} is a {bundle.manifest['task']} model, not text_classification")
+        if bundle.manifest.get("members"):
+            return EnsembleTextClassifier.from_bundle(bundle)
         tokenizer = Tokenizer.from_file(str(bundle.file(TOKENIZER_FILE)))
         tokenizer.no_padding()
         preprocessing = bundle.manifest["preprocessing"]
@@ -119,6 +121,39 @@ def pad(sequences: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
         input_ids[row, : len(seq)] = seq
         attention_mask[row, : len(seq)] = 1
     return input_ids, attention_mask
+
+
+class EnsembleTextClassifier(TextClassifier):
+    """A bundle whose manifest lists ``members`` (bundle folders inside it, each with the same labels) and
+    ``member_weights``: its probabilities are the members' weighted mean (e.g. TF-IDF + a fine-tuned encoder,
+    whose errors differ). Its own manifest holds the thresholds; the members' caches are off (this one caches).
+    """
+
+    def __init__(self, bundle: Bundle, members: list[TextClassifier], weights: list[float]) -> None:
+        self.bundle = bundle
+        self.members = members
+        self.weights = np.array(weights, dtype=np.float32) / float(sum(weights))
+        self.cache_size = CACHE_SIZE
+        self.cache_hits = 0
+        self._cache = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self.lowercase = False
+        self.thresholds = np.array([bundle.threshold(label) for label in bundle.labels])
+        for member in members:
+            member.cache_size = 0
+            if member.labels != bundle.labels:
+                raise BundleError(f"{bundle.ref}: member {member.ref} has other labels ({', '.join(member.labels)})")
+
+    @classmethod
+    def from_bundle(cls, bundle: Bundle) -> EnsembleTextClassifier:
+        members = [TextClassifier.load(bundle.path / relative, verify=False) for relative in bundle.manifest["members"]]
+        weights = bundle.manifest.get("member_weights") or [1.0] * len(members)
+        if len(weights) != len(members):
+            raise BundleError(f"{bundle.ref}: {len(weights)} member_weights for {len(members)} members")
+        return cls(bundle, members, weights)
+
+    def _run(self, texts: list[str]) -> np.ndarray:
+        return sum(w * m.predict_proba(texts) for w, m in zip(self.weights, self.members, strict=True))
 
 
 def head_tail(ids: Sequence[int], max_length: int, head_tokens: int) -> list[int]:

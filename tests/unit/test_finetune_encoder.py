@@ -14,12 +14,12 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from models.base_encoders import dequantize_q4  # noqa: E402
-from models.build import DELTA, RECIPE, SKELETON, build_bundle  # noqa: E402
-from models.bundle import BundleError, load_manifest, sha256_file  # noqa: E402
-from models.text import TextClassifier, head_tail  # noqa: E402
-from tests.tiny_encoder import write_tiny_csv, write_tiny_encoder  # noqa: E402
-from tools.modelling import finetune  # noqa: E402
+from models.base_encoders import dequantize_q4
+from models.build import DELTA, RECIPE, SKELETON, build_bundle
+from models.bundle import BundleError, load_manifest, sha256_file
+from models.text import TextClassifier, head_tail
+from tests.tiny_encoder import write_tiny_csv, write_tiny_encoder
+from tools.modelling import finetune
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,7 @@ def test_long_texts_keep_head_and_tail_at_run_time(tiny: dict[str, Path]) -> Non
     classifier = TextClassifier.load(tiny["bundle"])
     start, end = "dear doctor thank you", "impression lungs clear opacity"
     middle = " ".join(["the patient was"] * 40)
-    ids = [e.ids for e in classifier.tokenizer.encode_batch([f"{start} {middle} {end}"])][0]
+    ids = classifier.tokenizer.encode(f"{start} {middle} {end}").ids
     kept = classifier._run([f"{start} {middle} {end}"])
     cut = classifier._run([classifier.tokenizer.decode(ids[1:12] + ids[-12:-1])])
     assert np.allclose(kept, cut, atol=1e-6)

@@ -23,7 +23,9 @@ import numpy as np
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.benchmarks.encoder_speed", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.benchmarks.encoder_speed", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--recipe", type=Path, required=True)
     parser.add_argument("--data", required=True)
     parser.add_argument("--texts", type=int, default=256)
@@ -91,11 +93,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         for name in runners:
             metrics = classification_metrics(truth, results[name], labels)
-            report[name] = {"texts_per_second": round(len(texts) / best[name], 1),
-                            "macro_f1": round(metrics["macro_f1"], 4), "accuracy": round(metrics["accuracy"], 4)}
+            report[name] = {
+                "texts_per_second": round(len(texts) / best[name], 1),
+                "macro_f1": round(metrics["macro_f1"], 4),
+                "accuracy": round(metrics["accuracy"], 4),
+            }
         report["int8_speedup_vs_torch_fp32"] = round(best["torch_fp32"] / best["onnx_int8"], 2)
         report["int8_macro_f1_change_points"] = round(
-            100 * (report["onnx_int8"]["macro_f1"] - report["torch_fp32"]["macro_f1"]), 2)
+            100 * (report["onnx_int8"]["macro_f1"] - report["torch_fp32"]["macro_f1"]), 2
+        )
         report["int8_megabytes"] = round((Path(scratch) / "int8" / "model.onnx").stat().st_size / 1e6, 1)
         report["fp32_megabytes"] = round((Path(scratch) / "fp32" / "model.onnx").stat().st_size / 1e6, 1)
     print(json.dumps(report))

@@ -63,8 +63,11 @@ def export_skeleton(model: EncoderClassifier, sample: list[list[int]], target: P
             str(raw),
             input_names=["input_ids", "attention_mask"],
             output_names=["probabilities"],
-            dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
-                          "probabilities": {0: "batch"}},
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "tokens"},
+                "attention_mask": {0: "batch", 1: "tokens"},
+                "probabilities": {0: "batch"},
+            },
             opset_version=OPSET,
             do_constant_folding=False,
             dynamo=False,
@@ -198,8 +201,14 @@ def write_outputs(
             "accuracy": round(int8_metrics["accuracy"], 4),
             "rows": len(eval_set.ids),
             "data_sha256": {eval_path.name: sha256_file(eval_path)},
-            "torch_fp32": {"macro_f1": round(torch_metrics["macro_f1"], 4), "accuracy": round(torch_metrics["accuracy"], 4)},
-            "onnx_fp32": {"macro_f1": round(fp32_metrics["macro_f1"], 4), "accuracy": round(fp32_metrics["accuracy"], 4)},
+            "torch_fp32": {
+                "macro_f1": round(torch_metrics["macro_f1"], 4),
+                "accuracy": round(torch_metrics["accuracy"], 4),
+            },
+            "onnx_fp32": {
+                "macro_f1": round(fp32_metrics["macro_f1"], 4),
+                "accuracy": round(fp32_metrics["accuracy"], 4),
+            },
             "parity_max_abs_difference": float(f"{worst:.3g}"),
         }
     }
@@ -212,8 +221,13 @@ def write_outputs(
     recipe["manifest"] = manifest
     (recipe_dir / RECIPE).write_text(json.dumps(recipe, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     write_manifest(output, {key: value for key, value in manifest.items()})
-    np.savez(output.parent / f"{output.name}.eval-probabilities.npz", torch_fp32=torch_probabilities,
-             onnx_fp32=fp32_probabilities, int8=int8_probabilities, labels=np.array(eval_set.labels))
+    np.savez(
+        output.parent / f"{output.name}.eval-probabilities.npz",
+        torch_fp32=torch_probabilities,
+        onnx_fp32=fp32_probabilities,
+        int8=int8_probabilities,
+        labels=np.array(eval_set.labels),
+    )
     return {
         "bundle": str(output),
         "recipe": str(recipe_dir),

@@ -81,7 +81,9 @@ def build_encoder(base: BaseEncoder) -> nn.Module:
     missing, unexpected = encoder.load_state_dict(state, strict=False)
     missing = [name for name in missing if not name.endswith("_ids")]
     if missing or unexpected:
-        raise ValueError(f"{base.name}: weights do not fit a BertModel (missing {missing[:5]}, unexpected {unexpected[:5]})")
+        raise ValueError(
+            f"{base.name}: weights do not fit a BertModel (missing {missing[:5]}, unexpected {unexpected[:5]})"
+        )
     return encoder
 
 

@@ -29,8 +29,9 @@ from tools.modelling.encoder_export import RECORDED_CHARS, RECORDED_TEXTS
 from tools.modelling.metrics import classification_metrics
 
 
-def make_ensemble(recipe_dir: Path, tfidf: Path, weight: float, name: str, version: str, eval_data: Path,
-                  output: Path) -> dict[str, Any]:
+def make_ensemble(
+    recipe_dir: Path, tfidf: Path, weight: float, name: str, version: str, eval_data: Path, output: Path
+) -> dict[str, Any]:
     recipe = json.loads((recipe_dir / RECIPE).read_text(encoding="utf-8"))
     tfidf_bundle = load_bundle(tfidf)
     encoder_manifest = recipe["manifest"]
@@ -63,11 +64,18 @@ def make_ensemble(recipe_dir: Path, tfidf: Path, weight: float, name: str, versi
     classifier = TextClassifier.load(output)
     index = {label: n for n, label in enumerate(classifier.labels)}
     metrics = classification_metrics(
-        np.array([index[row.label] for row in rows]), classifier.predict_proba([row.text for row in rows]),
+        np.array([index[row.label] for row in rows]),
+        classifier.predict_proba([row.text for row in rows]),
         classifier.labels,
     )
-    manifest["metrics"] = {"dev": {"macro_f1": round(metrics["macro_f1"], 4), "accuracy": round(metrics["accuracy"], 4),
-                                   "rows": len(rows), "data_sha256": {eval_data.name: sha256_file(eval_data)}}}
+    manifest["metrics"] = {
+        "dev": {
+            "macro_f1": round(metrics["macro_f1"], 4),
+            "accuracy": round(metrics["accuracy"], 4),
+            "rows": len(rows),
+            "data_sha256": {eval_data.name: sha256_file(eval_data)},
+        }
+    }
     texts = [row.text[:RECORDED_CHARS] for row in rows[:RECORDED_TEXTS]]
     recipe["recorded"] = [
         {"text": text, "label": classifier.labels[int(np.argmax(p))], "probabilities": [round(float(x), 5) for x in p]}
@@ -89,8 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--eval-data", type=Path, required=True)
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args(argv)
-    report = make_ensemble(args.recipe, find_bundle(args.tfidf), args.encoder_weight, args.name, args.version,
-                           args.eval_data, args.output)
+    report = make_ensemble(
+        args.recipe, find_bundle(args.tfidf), args.encoder_weight, args.name, args.version, args.eval_data, args.output
+    )
     print(json.dumps(report, ensure_ascii=False))
     return 0
 

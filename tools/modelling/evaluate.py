@@ -9,7 +9,8 @@ integer labels index the bundle's labels) or a ``path,label`` CSV / folder of im
 (top-label expected calibration error, 15 bins), the confusion matrix, and ``auc`` for two labels
 (``labels[1]`` positive). ``--report DIR`` also writes ``metrics.json``, ``confusion_matrix.png`` and
 ``reliability.png``. ``items_per_second`` (texts or images per second, model loading included, cache off)
-and the ONNX Runtime ``threads`` it ran with stand beside the metrics. Bad data: one ``error:`` line on stderr and exit status 2.
+and the ONNX Runtime ``threads`` it ran with stand beside the metrics. Bad data: one ``error:`` line on
+stderr and exit status 2.
 """
 
 from __future__ import annotations

@@ -90,8 +90,14 @@ class Inputs:
     """A data set as the trained part of the model sees it: token ids, or (with frozen bottom blocks) the
     token states those blocks give, computed once: each epoch then runs the top blocks only."""
 
-    def __init__(self, model: EncoderClassifier, ids: list[list[int]], bottom: int, device: torch.device,
-                 cache: dict[bytes, torch.Tensor] | None = None) -> None:
+    def __init__(
+        self,
+        model: EncoderClassifier,
+        ids: list[list[int]],
+        bottom: int,
+        device: torch.device,
+        cache: dict[bytes, torch.Tensor] | None = None,
+    ) -> None:
         self.ids, self.bottom, self.device = ids, bottom, device
         self.states: list[torch.Tensor] = []
         if bottom:
@@ -99,8 +105,14 @@ class Inputs:
             keys = [hashlib.sha1(np.asarray(seq, dtype=np.int64).tobytes()).digest() for seq in ids]
             todo = [n for n, key in enumerate(keys) if key not in cache]
             batches = [[todo[n] for n in batch] for batch in length_batches([ids[n] for n in todo], 32, None)]
-            for batch in tqdm(batches, desc=f"encoding with the {bottom} frozen blocks", unit="batch",
-                              file=sys.stderr, mininterval=5, dynamic_ncols=True):
+            for batch in tqdm(
+                batches,
+                desc=f"encoding with the {bottom} frozen blocks",
+                unit="batch",
+                file=sys.stderr,
+                mininterval=5,
+                dynamic_ncols=True,
+            ):
                 input_ids, mask = padded([ids[n] for n in batch], device)
                 states = bottom_states(model, input_ids, mask, bottom)
                 for row, n in enumerate(batch):
@@ -120,8 +132,9 @@ class Inputs:
 
 
 @torch.no_grad()
-def predict(model: EncoderClassifier, ids: list[list[int]], device: torch.device, size: int = 32,
-            inputs: Inputs | None = None) -> np.ndarray:
+def predict(
+    model: EncoderClassifier, ids: list[list[int]], device: torch.device, size: int = 32, inputs: Inputs | None = None
+) -> np.ndarray:
     model.eval()
     inputs = inputs or Inputs(model, ids, 0, device)
     out = np.zeros((len(ids), model.head.out_features), dtype=np.float32)
@@ -192,10 +205,18 @@ def train(args: argparse.Namespace, base: BaseEncoder, train_set: Encoded, eval_
             bar.set_postfix(epoch=epoch, loss=f"{running / step:.3f}", refresh=False)
         probabilities = predict(model, eval_set.ids, device, inputs=eval_inputs)
         metrics = classification_metrics(eval_set.labels, probabilities, labels)
-        history.append({"epoch": epoch, "train_loss": round(running / steps_per_epoch, 4),
-                        "eval_macro_f1": round(metrics["macro_f1"], 4), "eval_accuracy": round(metrics["accuracy"], 4)})
-        bar.write(f"epoch {epoch}: loss {running / steps_per_epoch:.4f}, eval macro-F1 {metrics['macro_f1']:.4f}, "
-                  f"accuracy {metrics['accuracy']:.4f}")
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": round(running / steps_per_epoch, 4),
+                "eval_macro_f1": round(metrics["macro_f1"], 4),
+                "eval_accuracy": round(metrics["accuracy"], 4),
+            }
+        )
+        bar.write(
+            f"epoch {epoch}: loss {running / steps_per_epoch:.4f}, eval macro-F1 {metrics['macro_f1']:.4f}, "
+            f"accuracy {metrics['accuracy']:.4f}"
+        )
         if best is None or metrics["macro_f1"] > best[0]:
             best = (metrics["macro_f1"], epoch, trainable_state(model))
         elif epoch - best[1] >= args.patience:
@@ -249,10 +270,20 @@ def run(args: argparse.Namespace) -> int:
         "base_model": args.base_model,  # a name, or the folder this machine read it from
         "data_sha256": {Path(p).name: sha256_file(Path(p)) for p in (args.train_data,)},
         "rows": len(train_set.ids),
-        "hyperparameters": {key: getattr(args, key) for key in
-                            ("num_epochs", "batch_size", "lr", "max_length", "head_tokens", "lora_rank", "train_layers",
-                             "patience",
-                             "class_weighting")},
+        "hyperparameters": {
+            key: getattr(args, key)
+            for key in (
+                "num_epochs",
+                "batch_size",
+                "lr",
+                "max_length",
+                "head_tokens",
+                "lora_rank",
+                "train_layers",
+                "patience",
+                "class_weighting",
+            )
+        },
         "best_epoch": best_epoch,
         "history": history,
         "seed": args.seed,

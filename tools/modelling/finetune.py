@@ -49,6 +49,27 @@ def build_parser() -> argparse.ArgumentParser:
         "feedback topic (default) or a JSON-lines file (medroute tail feedback --from-beginning)",
     )
     parser.add_argument("--feedback-model", default=None, help="whose decisions' corrections (default: --name)")
+    encoder = parser.add_argument_group("text encoders only (--base-model minilm, e5-small or a folder)")
+    encoder.add_argument(
+        "--head-tokens",
+        type=int,
+        default=None,
+        help="tokens kept from the start of a long text (the rest of --max-length from its end; default half)",
+    )
+    encoder.add_argument("--lora-rank", type=int, default=16, help="rank of the LoRA adapters")
+    encoder.add_argument(
+        "--train-layers",
+        type=int,
+        default=None,
+        help="adapt only the top N blocks (the frozen "
+        "blocks below run once per text, not once per epoch: much faster on CPUs; default all)",
+    )
+    encoder.add_argument(
+        "--cache-dir",
+        default=None,
+        help="keep the frozen blocks' token states here (a retrain on more data computes only the new texts)",
+    )
+    encoder.add_argument("--patience", type=int, default=2, help="epochs without eval macro-F1 gain before stopping")
     image = parser.add_argument_group("image only")
     image.add_argument("--image-size", type=int, default=64, help="network input side in pixels")
     image.add_argument("--backbone-stages", type=int, default=5, help="EfficientNet-Lite0 stages kept (1-7)")
@@ -100,6 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return finetune_image.run(args)
         from tools.modelling import finetune_text
 
+        if not finetune_text.is_tfidf(args.base_model):
+            from tools.modelling import finetune_encoder
+
+            return finetune_encoder.run(args)
         return finetune_text.run(args)
     except (DataError, BundleError) as exc:
         print(f"medroute finetune: error: {exc}", file=sys.stderr)

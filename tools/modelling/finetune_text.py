@@ -26,6 +26,11 @@ CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 TFIDF_METHODS = ("tfidf", "tfidf-word", "tfidf-char")
 
 
+def is_tfidf(base_model: str | None) -> bool:
+    """``--base-model`` names this module's method (else an encoder: ``tools.modelling.finetune_encoder``)."""
+    return base_model is None or base_model in TFIDF_METHODS
+
+
 def cjk_share(texts: list[str]) -> float:
     """The share of non-space characters that are Chinese, Japanese or Korean."""
     sample = "".join(texts[:2000])
@@ -44,8 +49,8 @@ def config_for(args: argparse.Namespace, train_texts: list[str]) -> Config:
     method = args.base_model or "tfidf"
     if method not in TFIDF_METHODS:
         raise DataError(
-            f"--base-model {method!r}: text fine-tuning offers {', '.join(TFIDF_METHODS)}; fine-tuning a "
-            "Hugging Face encoder directory is not available yet"
+            f"--base-model {method!r}: the TF-IDF methods are {', '.join(TFIDF_METHODS)}; encoders are "
+            "minilm, e5-small or a Hugging Face folder"
         )
     char_level = method == "tfidf-char" or (method == "tfidf" and cjk_share(train_texts) > 0.3)
     defaults = Config()

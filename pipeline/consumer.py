@@ -8,7 +8,9 @@ soak found this (docs/RELIABILITY.md): offsets 537-543 and 851-853 of two partit
 
 ``hl7.inbound`` and ``dicom.inbound`` are neither compacted nor written in transactions, so a jump there is
 always such a loss. This consumer then stops the partition's batch at the jump and seeks back to where Faust
-last was; the records come again with the next fetch (one already decided is recognised and skipped by the
+last was (or, for the first record after an assignment, to the group's committed offset: records dropped
+before Faust had read any would otherwise leave a hole that it never commits past, a partition stalled for
+good); the records come again with the next fetch (one already decided is recognised and skipped by the
 agents). Retention can also leave a jump (the worker lagged behind the log's start): after a few seeks back
 to the same place the jump is logged and left to Faust.
 """
@@ -36,17 +38,35 @@ class NoGapConsumer(FaustConsumer):
         async for tp, message in super().getmany(timeout):
             if tp in stopped:
                 continue
-            last = self._read_offset.get(tp)
-            if tp.topic in self.no_gap_topics and last is not None and message.offset - last > 1:
-                if self._may_seek_back(tp, last):
-                    stopped.add(tp)
-                    log.warning("records_read_again", topic=tp.topic, partition=tp.partition, offset=last,
-                                jumped_to=message.offset)  # fmt: skip
-                    await self.seek(tp, last)  # the record at `last` may come twice: agents skip what they decided
-                    continue
-                log.error("offsets_jumped", topic=tp.topic, partition=tp.partition, offset=last,
-                          jumped_to=message.offset)  # fmt: skip
+            if tp.topic in self.no_gap_topics:
+                back_to, highest = await self._next_allowed(tp)
+                if back_to is not None and message.offset > highest:
+                    if self._may_seek_back(tp, back_to):
+                        stopped.add(tp)
+                        log.warning("records_read_again", topic=tp.topic, partition=tp.partition, offset=back_to,
+                                    jumped_to=message.offset)  # fmt: skip
+                        await self.seek(tp, back_to)
+                        continue
+                    log.error("offsets_jumped", topic=tp.topic, partition=tp.partition, offset=back_to,
+                              jumped_to=message.offset)  # fmt: skip
             yield tp, message
+
+    async def _next_allowed(self, tp: TP) -> tuple[int | None, int]:
+        """Where to seek back to, and the highest offset the next record of ``tp`` may have.
+
+        Faust's read offset is the last record it handled, or where a seek left it: the next record is at
+        most one past it, and seeking back to it reads at most that one record twice (the agents skip what
+        they decided). With no read offset (the first record after an assignment), the next record is the
+        group's committed offset."""
+        last = self._read_offset.get(tp)
+        if last is not None:
+            return last, last + 1
+        committed = await self._committed(tp)
+        return committed, committed if committed is not None else 0
+
+    async def _committed(self, tp: TP) -> int | None:
+        thread = self._thread
+        return await thread.call_thread(thread._ensure_consumer().committed, tp)
 
     def _may_seek_back(self, tp: TP, offset: int) -> bool:
         seeks: Counter[tuple[TP, int]] = self.__dict__.setdefault("_seeks_back", Counter())

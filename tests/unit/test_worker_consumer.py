@@ -25,9 +25,13 @@ class Record:
 class Probe(NoGapConsumer):
     no_gap_topics = frozenset({"hl7.inbound"})
 
-    def __init__(self) -> None:  # none of Faust's machinery: only what getmany reads
+    def __init__(self, committed: dict[TP, int] | None = None) -> None:  # none of Faust's machinery
         self._read_offset: dict[TP, int | None] = defaultdict(lambda: None)
         self.seeks: list[tuple[TP, int]] = []
+        self.committed = committed or {}
+
+    async def _committed(self, tp: TP) -> int | None:
+        return self.committed.get(tp)
 
     async def seek(self, partition: TP, offset: int) -> None:
         self.seeks.append((partition, offset))
@@ -88,3 +92,22 @@ def test_a_jump_that_keeps_coming_back_is_let_through(monkeypatch: pytest.Monkey
         assert drain(consumer, [(INBOUND, 200)], monkeypatch) == []
     assert drain(consumer, [(INBOUND, 200)], monkeypatch) == [(INBOUND, 200)]
     assert consumer.seeks == [(INBOUND, 100)] * SEEKS_BACK_PER_JUMP
+
+
+def test_records_dropped_before_faust_read_any_are_read_from_the_committed_offset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No read offset yet (just assigned): the first record must be the committed one, else the hole before it
+    would never be committed past (the partition stalls)."""
+    consumer = Probe(committed={INBOUND: 40, OTHER_INBOUND: 7})
+    fetched = [(INBOUND, 45), (OTHER_INBOUND, 7), (OTHER_INBOUND, 8)]
+    assert drain(consumer, fetched, monkeypatch) == [(OTHER_INBOUND, 7), (OTHER_INBOUND, 8)]
+    assert consumer.seeks == [(INBOUND, 40)]
+    again = [(INBOUND, 40), (INBOUND, 41)]
+    assert drain(consumer, again, monkeypatch) == again
+
+
+def test_a_partition_never_committed_is_left_to_faust(monkeypatch: pytest.MonkeyPatch) -> None:
+    consumer = Probe()
+    assert drain(consumer, [(INBOUND, 0), (INBOUND, 1)], monkeypatch) == [(INBOUND, 0), (INBOUND, 1)]
+    assert consumer.seeks == []

@@ -151,13 +151,15 @@ class StoreScp:
     directory: Path
     port: int = 0
     accept_all: bool = False
+    options: tuple[str, ...] = ()  # more of storescp's options, e.g. TLS
     process: subprocess.Popen | None = None
 
     def start(self) -> StoreScp:
         self.port = self.port or free_port()
         self.directory.mkdir(parents=True, exist_ok=True)
         accept = ["+xa"] if self.accept_all else []
-        command = ["storescp", "+B", "-od", str(self.directory), "-aet", "STORESCP", *accept, str(self.port)]
+        command = ["storescp", "+B", "-od", str(self.directory), "-aet", "STORESCP", *accept, *self.options,
+                   str(self.port)]  # fmt: skip
         self.process = subprocess.Popen(command, env=dcmtk_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port, 30, self.process)
         return self

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
@@ -32,10 +31,11 @@ from hl7.mllp import start_hl7_server
 
 from medroute.blobstore import BlobStore
 from medroute.config import AUDIT_EVENTS, FORWARD_DEADLETTER, KafkaSettings
-from medroute.ports import free_port, wait_for_port
+from medroute.ports import free_port
 from tests.integration.conftest import DICOM_TEST_BLOB_KEY
-from tests.integration.dicom_peers import dcmtk_env, renumbered_copies, sample_file, split_part10
+from tests.integration.dicom_peers import renumbered_copies, sample_file, split_part10
 from tests.integration.forward_peers import (
+    StoreScp,
     dicom_decision,
     hl7_decision,
     hl7_message,
@@ -178,40 +178,16 @@ def test_mllp_over_mutual_tls_delivers_only_to_a_verified_receiver(
 # --- DICOM -------------------------------------------------------------------------------------------------
 
 
-class TlsStoreScp:
+def tls_storescp(directory: Path, pki: Pki) -> StoreScp:
     """DCMTK storescp with TLS, bit-preserving (+B), requiring a client certificate the test CA signed (-rc)."""
-
-    def __init__(self, directory: Path, pki: Pki) -> None:
-        self.directory = directory
-        self.pki = pki
-        self.port = free_port()
-        self.log = directory.parent / "storescp.log"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> TlsStoreScp:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        command = ["storescp", "+B", "-od", str(self.directory), "-aet", "STORESCP",
-                   "+tls", str(self.pki.server_key), str(self.pki.server_cert), "+cf", str(self.pki.ca), "-rc",
-                   str(self.port)]  # fmt: skip
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(command, env=dcmtk_env(), stdin=subprocess.DEVNULL, stdout=log,
-                                            stderr=subprocess.STDOUT)  # fmt: skip
-        wait_for_port(self.port, 30, self.process)
-        return self
-
-    def files(self) -> list[Path]:
-        return sorted(p for p in self.directory.iterdir() if p.is_file())
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
+    tls = ("+tls", str(pki.server_key), str(pki.server_cert), "+cf", str(pki.ca), "-rc")
+    return StoreScp(directory, options=tls)
 
 
 def test_dicom_over_mutual_tls_delivers_only_to_a_verified_receiver(
     kafka: KafkaSettings, pki: Pki, other_ca: Path, tmp_path: Path
 ) -> None:
-    storescp = TlsStoreScp(tmp_path / "storescp", pki).start()
+    storescp = tls_storescp(tmp_path / "storescp", pki).start()
     blobs = BlobStore(tmp_path / "blobs", DICOM_TEST_BLOB_KEY)
     tag = uuid.uuid4().hex[:8]
     destinations = tmp_path / "destinations.yaml"

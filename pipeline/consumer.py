@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable
+from typing import Any
 
 import structlog
 from faust.transport.drivers.aiokafka import Consumer as FaustConsumer
@@ -33,13 +34,25 @@ SEEKS_BACK_PER_JUMP = 3
 class NoGapConsumer(FaustConsumer):
     no_gap_topics: frozenset[str] = frozenset()
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._seeks_back: Counter[tuple[TP, int]] = Counter()
+
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
         stopped: set[TP] = set()
         async for tp, message in super().getmany(timeout):
             if tp in stopped:
                 continue
             if tp.topic in self.no_gap_topics:
-                back_to, highest = await self._next_allowed(tp)
+                # Faust's read offset is the last record it handled, or where a seek left it: the next record is
+                # at most one past it, and seeking back to it reads at most that one record twice (the agents
+                # skip what they decided). Without one (the first record after an assignment) the group's
+                # committed offset comes next.
+                last = self._read_offset.get(tp)
+                if last is not None:
+                    back_to, highest = last, last + 1
+                else:
+                    back_to = highest = await self._committed(tp)
                 if back_to is not None and message.offset > highest:
                     if self._may_seek_back(tp, back_to):
                         stopped.add(tp)
@@ -51,27 +64,13 @@ class NoGapConsumer(FaustConsumer):
                               jumped_to=message.offset)  # fmt: skip
             yield tp, message
 
-    async def _next_allowed(self, tp: TP) -> tuple[int | None, int]:
-        """Where to seek back to, and the highest offset the next record of ``tp`` may have.
-
-        Faust's read offset is the last record it handled, or where a seek left it: the next record is at
-        most one past it, and seeking back to it reads at most that one record twice (the agents skip what
-        they decided). With no read offset (the first record after an assignment), the next record is the
-        group's committed offset."""
-        last = self._read_offset.get(tp)
-        if last is not None:
-            return last, last + 1
-        committed = await self._committed(tp)
-        return committed, committed if committed is not None else 0
-
     async def _committed(self, tp: TP) -> int | None:
         thread = self._thread
         return await thread.call_thread(thread._ensure_consumer().committed, tp)
 
     def _may_seek_back(self, tp: TP, offset: int) -> bool:
-        seeks: Counter[tuple[TP, int]] = self.__dict__.setdefault("_seeks_back", Counter())
-        seeks[(tp, offset)] += 1
-        return seeks[(tp, offset)] <= SEEKS_BACK_PER_JUMP
+        self._seeks_back[(tp, offset)] += 1
+        return self._seeks_back[(tp, offset)] <= SEEKS_BACK_PER_JUMP
 
 
 def read_every_record_of(transport: Transport, topics: Iterable[str]) -> None:

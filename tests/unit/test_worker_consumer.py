@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any
 
 import pytest
@@ -27,6 +27,7 @@ class Probe(NoGapConsumer):
 
     def __init__(self, committed: dict[TP, int] | None = None) -> None:  # none of Faust's machinery
         self._read_offset: dict[TP, int | None] = defaultdict(lambda: None)
+        self._seeks_back = Counter()
         self.seeks: list[tuple[TP, int]] = []
         self.committed = committed or {}
 

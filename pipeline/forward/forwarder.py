@@ -119,7 +119,6 @@ class Forwarder:
         self._pending: dict[int, deque[_Entry]] = defaultdict(deque)  # per partition, in offset order
         self._lanes: dict[tuple[int, bytes | None], deque[_Entry]] = {}  # per key, what waits to go
         self._lane_tasks: set[asyncio.Task] = set()
-        self._unfinished = 0
         self._progress = asyncio.Event()  # set as items finish
         self._crash: BaseException | None = None
         self._settling: asyncio.Task | None = None  # the commit in flight
@@ -165,7 +164,7 @@ class Forwarder:
         that the group does not take this member for dead."""
         assert self._consumer is not None
         assigned = self._consumer.assignment()
-        if self._unfinished >= self._max_pending:
+        if sum(map(len, self._lanes.values())) >= self._max_pending:  # admitted and not yet finished
             self._consumer.pause(*assigned)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._progress.wait(), 1.0)
@@ -202,7 +201,6 @@ class Forwarder:
                 self._lane_tasks.add(task)
                 task.add_done_callback(self._lane_ended)
             lane.append(entry)
-            self._unfinished += 1
 
     async def _lane(self, key: tuple[int, bytes | None], lane: deque[_Entry]) -> None:
         """One key's items, in offset order, as they are admitted; stops at the first that does not finish
@@ -214,7 +212,6 @@ class Forwarder:
                 if not entry.done:
                     return
                 lane.popleft()
-                self._unfinished -= 1
                 self._progress.set()
         finally:
             if not lane and self._lanes.get(key) is lane:
@@ -247,7 +244,6 @@ class Forwarder:
                 self._consumer.seek(tp, entries[0].record.offset)
         self._lanes.clear()
         self._pending.clear()
-        self._unfinished = 0
         if not self._stopping.is_set():
             self._abort.clear()
 

@@ -14,11 +14,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from formats.hl7.message import read_lenient
+from formats.hl7.mllp import Frame, MllpDecoder
 from medroute.config import DICOM_INBOUND, HL7_INBOUND, REPO_ROOT, ROUTING_DECISIONS, KafkaSettings, child_environment
 from medroute.kafka.client import durable_producer
 from medroute.records import DicomRecord, Hl7Record, RoutingDecision
@@ -242,3 +243,21 @@ def decided_item(record: Hl7Record | DicomRecord, destinations: list[str], rule:
         key = hl7_order_key(record, read_lenient(record.text()).patient_id)
     decision = RoutingDecision(record.message_id, kind, message_type, None, None, None, rule, destinations)
     return Decided(record, None, decision, None, key)
+
+
+async def answer_each_frame(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, answer: Callable[[bytes], bytes]
+) -> None:
+    """A minimal MLLP receiver's connection (benchmarks, soak): each framed message gets ``answer(message)``,
+    an already framed ACK, until the sender closes."""
+    decoder = MllpDecoder()
+    try:
+        while data := await reader.read(65536):
+            for event in decoder.feed(data):
+                if isinstance(event, Frame):
+                    writer.write(answer(event.payload))
+            await writer.drain()
+    except (ConnectionError, IndexError):  # IndexError: an answer could not read a message's MSH-10
+        pass
+    finally:
+        writer.close()

@@ -51,7 +51,7 @@ from medroute.records import DicomRecord, new_id
 from pipeline.outcomes import Decided
 from shell.broker import broker_unless_configured
 from shell.samples import sample_messages
-from tools.benchmarks.common import decided_item, publish_decided
+from tools.benchmarks.common import answer_each_frame, decided_item, publish_decided
 
 BLOB_KEY = bytes(range(32))
 
@@ -75,22 +75,14 @@ class Receiver:
             self.server = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        decoder = MllpDecoder()
-        try:
-            while data := await reader.read(65536):
-                for event in decoder.feed(data):
-                    if isinstance(event, Frame):
-                        control = read_lenient(event.payload.decode("latin-1")).header.control_id.encode()
-                        self.count += 1
-                        self.last_at = time.perf_counter()
-                        self.first_at = self.first_at or self.last_at
-                        ack = b"MSH|^~\\&|R|R|S|S|20260101||ACK|A" + control + b"|P|2.5\rMSA|AA|" + control
-                        writer.write(wrap(ack))
-                await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
+        await answer_each_frame(reader, writer, self._answer)
+
+    def _answer(self, message: bytes) -> bytes:
+        control = read_lenient(message.decode("latin-1")).header.control_id.encode()
+        self.count += 1
+        self.last_at = time.perf_counter()
+        self.first_at = self.first_at or self.last_at
+        return wrap(b"MSH|^~\\&|R|R|S|S|20260101||ACK|A" + control + b"|P|2.5\rMSA|AA|" + control)
 
     async def wait_for(self, total: int, timeout: float = 600) -> None:
         deadline = time.monotonic() + timeout

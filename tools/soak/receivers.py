@@ -14,7 +14,8 @@ from collections import defaultdict
 
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 
-from formats.hl7.mllp import Frame, MllpDecoder, wrap
+from formats.hl7.mllp import wrap
+from tools.benchmarks.common import answer_each_frame
 
 
 class Receipts:
@@ -78,18 +79,11 @@ class MllpReceiver:
         loop.close()
 
     async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        decoder = MllpDecoder()
-        try:
-            while data := await reader.read(65536):
-                for event in decoder.feed(data):
-                    if isinstance(event, Frame):
-                        self.receipts.add(control_id(event.payload))
-                        writer.write(ack_for(event.payload))
-                await writer.drain()
-        except (ConnectionError, IndexError):
-            pass
-        finally:
-            writer.close()
+        await answer_each_frame(reader, writer, self._answer)
+
+    def _answer(self, message: bytes) -> bytes:
+        self.receipts.add(control_id(message))
+        return ack_for(message)
 
     def stop(self) -> None:
         if self._loop is not None:

@@ -1,5 +1,10 @@
-"""Two CPU savings in pynetdicom's per-association machinery, applied to each new association (the
+"""Latency and CPU savings in pynetdicom's per-association machinery, applied to each new association (the
 listener's incoming ones and the forwarders' outgoing ones alike).
+
+- pynetdicom leaves Nagle's algorithm on: the last, short P-DATA PDU of a C-STORE then waits for the
+  receiver's delayed ACK of the ones before it (~40 ms), which held one association to ~100 images/s
+  against ~420 with ``TCP_NODELAY`` (0.5 MB CT images to ``storescp``). Each PDU is sent whole with one
+  ``sendall``, so no tiny segments come of it.
 
 - pynetdicom reads every PDU in 4 KiB ``recv`` calls, each result appended to a growing bytearray: for
   a 0.5 MB image ~130 calls holding the GIL that all associations share. Reading straight into a
@@ -137,6 +142,9 @@ def tune_association(event: Any) -> None:
         else:
             assoc.dimse.__class__ = _WaitingDIMSEServiceProvider
     transport, dul = assoc.dul.socket, assoc.dul
+    if transport.socket is not None:
+        with contextlib.suppress(OSError):  # a socket already closed by the peer
+            transport.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if type(transport) is not AssociationSocket or not dul.to_provider_queue.empty():
         return
     transport.__class__ = _BufferedAssociationSocket

@@ -94,11 +94,10 @@ class DicomSender:
         self._lock = threading.Lock()
 
     async def send(self, item: Item) -> str:
-        meta = item.dicom
         slot = await self._slots.get()
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, self._store, slot, item.data, meta)
+            return await loop.run_in_executor(self._executor, self._store, slot, item)
         finally:
             slot.uses += 1
             self._slots.put_nowait(slot)
@@ -115,9 +114,10 @@ class DicomSender:
 
     # -- in a worker thread ------------------------------------------------------------------------
 
-    def _store(self, slot: _Slot, data: bytes, meta: DicomMeta) -> str:
+    def _store(self, slot: _Slot, item: Item) -> str:
+        meta = item.dicom  # parsed here, not on the event loop
         with slot.lock:
-            return self._store_on(slot, data, meta)
+            return self._store_on(slot, item.data, meta)
 
     def _store_on(self, slot: _Slot, data: bytes, meta: DicomMeta) -> str:
         assoc = self._association(slot, meta)

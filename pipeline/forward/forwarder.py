@@ -112,7 +112,10 @@ class Forwarder:
         settings = destination.breaker
         self.breaker = Breaker(settings.failures, settings.open_seconds, settings.max_open_seconds)
         self.stats = ForwardStats()
-        self._slots = asyncio.Semaphore(destination.concurrency)
+        self._slots = asyncio.Semaphore(destination.concurrency)  # deliveries at the receiver at once
+        # Items read (a DICOM blob: up to its size in memory) and in a slot or next in line for one: the next
+        # items are read while the slots are busy, and no more than this many are held.
+        self._staged = asyncio.Semaphore(2 * destination.concurrency)
         self._stopping = asyncio.Event()
         self._abort = asyncio.Event()  # stop between attempts: stop() or a rebalance
         self._max_pending = max_batch * 8  # decisions admitted and not yet finished, at most
@@ -283,15 +286,13 @@ class Forwarder:
                 return False
             tries += 1
             started = time.monotonic()
-            async with self._slots:
-                self.stats.in_flight += 1
+            async with self._staged:
                 try:
                     if decision.kind not in self.destination.kinds:
                         why = f"a {self.destination.type} destination takes no {decision.kind} items"
                         raise PermanentError("unsupported_kind", why)
-                    item = await self._items.item(decision)
-                    async with asyncio.timeout(self.destination.timeout * 2 + 5):
-                        outcome = await self._sender.send(item)
+                    item = await self._items.item(decision)  # read while the slots are busy with others
+                    outcome = await self._send(item)
                 except UnreachableError as exc:
                     self.breaker.failure()
                     self._attempt(decision, attempt, "unreachable", exc.code, started)
@@ -320,11 +321,19 @@ class Forwarder:
                     self.stats.delivered += 1
                     self.stats.last_delivered_at = time.time()
                     return True
-                finally:
-                    self.stats.in_flight -= 1
             self.stats.last_error = error.code
             await self._pause(self.destination.backoff.delay(max(attempt, tries)))
         return False
+
+    async def _send(self, item: Item) -> str:
+        """One attempt at the receiver, in one of the destination's ``concurrency`` slots."""
+        async with self._slots:
+            self.stats.in_flight += 1
+            try:
+                async with asyncio.timeout(self.destination.timeout * 2 + 5):
+                    return await self._sender.send(item)
+            finally:
+                self.stats.in_flight -= 1
 
     async def _breaker_allows(self) -> bool:
         while (wait := self.breaker.wait_time()) > 0:

@@ -11,7 +11,7 @@ from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu import P_DATA_TF
 
-from formats.dicom.cstore import command_set, dataset_offset, pdus
+from formats.dicom.cstore import command_set, dataset_offset, pdus, send_buffers
 
 
 def pynetdicom_pdus(part10: bytes, context_id: int, message_id: int, max_length: int) -> list[bytes]:
@@ -38,7 +38,8 @@ def test_pdus_match_pynetdicom(name: str, max_length: int) -> None:
     part10 = open(get_testdata_file(name), "rb").read()  # noqa: SIM115 - read whole
     ds = pydicom.dcmread(io.BytesIO(part10), stop_before_pixels=True)
     dataset = memoryview(part10)[dataset_offset(part10) :]
-    ours = list(pdus(5, command_set(ds.SOPClassUID, ds.SOPInstanceUID, 9), dataset, max_length))
+    command = command_set(ds.SOPClassUID, ds.SOPInstanceUID, 9)
+    ours = [bytes(head) + bytes(fragment) for head, fragment in pdus(5, command, dataset, max_length)]
     assert ours == pynetdicom_pdus(part10, 5, 9, max_length)
 
 
@@ -51,3 +52,28 @@ def test_dataset_offset_is_after_the_file_meta_group() -> None:
     assert dataset_offset(part10[:200]) is None  # cut inside the meta group
     assert dataset_offset(b"\0" * 128 + b"DICM" + b"\x02\x00\x01\x00OB" + b"\0" * 40) is None  # no group length
     assert dataset_offset(b"not dicom" * 40) is None
+
+
+class _TrickleSocket:
+    """Takes at most ``limit`` bytes per ``sendmsg``, as a socket with a full send buffer does."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.received = bytearray()
+        self.calls = 0
+
+    def sendmsg(self, buffers: list[memoryview]) -> int:
+        self.calls += 1
+        taken = b"".join(bytes(b) for b in buffers)[: self.limit]
+        self.received += taken
+        return len(taken)
+
+
+@pytest.mark.parametrize("limit", [1, 7, 4096, 10**9])
+def test_partial_sends_resume_where_they_stopped(limit: int) -> None:
+    buffers = [b"head", memoryview(bytes(range(256)) * 40), b"", b"tail" * 3]
+    sock = _TrickleSocket(limit)
+    send_buffers(sock, buffers)  # type: ignore[arg-type]
+    assert bytes(sock.received) == b"".join(bytes(b) for b in buffers)
+    if limit == 10**9:
+        assert sock.calls == 1  # one system call for the whole message when the socket takes it

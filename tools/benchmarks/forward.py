@@ -10,7 +10,8 @@ process, as in production. Three measurements, each with its reference:
    (forwarder concurrency the same); the receiver is a minimal MLLP server in this process that answers AA.
 2. DICOM: a 0.5 MB CT image (pydicom-data ``693_UNCR.dcm``, renumbered) sent by DCMTK ``storescu`` to
    ``storescp --fork`` over 4 associations at once, then forwarded from the encrypted blob store over 4
-   associations to the same storescp.
+   associations to the same storescp (each image a study of its own); and again as one study, which
+   medroute delivers in order over one association, against ``storescu`` over one association.
 3. Backlog: ``--backlog`` decisions for an MLLP receiver that is down; the time from the receiver coming back
    to the last message received.
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -205,7 +207,7 @@ def storescp(directory: Path, port: int) -> subprocess.Popen:
     return process
 
 
-def dicom_direct(files: list[Path], port: int, out: Path, associations: int = 4) -> float:
+def dicom_direct(files: list[Path], port: int, out: Path, associations: int) -> float:
     senders = [
         subprocess.Popen(
             ["storescu", "-aet", "BENCH", "-aec", "STORESCP", "127.0.0.1", str(port), *map(str, files[n::associations])],  # noqa: E501
@@ -219,16 +221,21 @@ def dicom_direct(files: list[Path], port: int, out: Path, associations: int = 4)
 
 
 async def dicom_forwarded(
-    kafka: KafkaSettings, files: list[Path], blobs: BlobStore, out: Path, name: str, forwarder: ForwarderProcess
+    kafka: KafkaSettings, files: list[Path], blobs: BlobStore, out: Path, name: str, forwarder: ForwarderProcess,
+    one_study: bool = False,
 ) -> float:
+    """``one_study``: every image of the same study, so delivered one after the other in order (one lane);
+    else each image a study of its own, so the destination's 4 associations share them."""
     decisions = []
+    study = generate_uid()
     for path in files:
         data = path.read_bytes()
         reference = blobs.put(data)
         blank = dict.fromkeys(("series_uid", "sop_instance_uid", "sop_class_uid", "body_part", "view_position",
                                 "study_description", "series_description", "transfer_syntax", "calling_ae",
                                 "called_ae", "peer"), "")  # fmt: skip
-        record = DicomRecord(message_id=new_id(), study_uid=generate_uid(), modality="CT", size=len(data),
+        record = DicomRecord(message_id=new_id(), study_uid=study if one_study else generate_uid(), modality="CT",
+                             size=len(data),
                              blob=reference, **blank)  # fmt: skip
         decisions.append(decided_item(record, [name]))
     await forwarder.drain(publish_decided(kafka, decisions))
@@ -267,14 +274,18 @@ async def run(kafka: KafkaSettings, home: Path, args: argparse.Namespace) -> lis
         blobs = BlobStore(home / "blobs", BLOB_KEY)
         warm = ct_files(home / "ct-warm", 8)
         await dicom_forwarded(kafka, warm, blobs, forward_dir, f"pacs-{tag}", forwarder)
-        for path in forward_dir.iterdir():
-            path.unlink()
-        ref = dicom_direct(files, direct_port, direct_dir)
-        got = await dicom_forwarded(kafka, files, blobs, forward_dir, f"pacs-{tag}", forwarder)
         n = args.images
-        rows.append(_row("DICOM direct: storescu -> storescp", "4 associations", n, f"{n / ref:,.1f} img/s", 1.0))
-        rows.append(_row("**DICOM forwarded** (blob store -> storescp)", "4 associations", n,
-                         f"**{n / got:,.1f} img/s**", ref / got))  # fmt: skip
+        for associations, one_study in ((4, False), (1, True)):
+            for directory in (direct_dir, forward_dir):
+                shutil.rmtree(directory)
+                directory.mkdir()
+            ref = dicom_direct(files, direct_port, direct_dir, associations)
+            got = await dicom_forwarded(kafka, files, blobs, forward_dir, f"pacs-{tag}", forwarder, one_study)
+            what = "one study, in order" if one_study else f"{associations} associations"
+            rows.append(_row("DICOM direct: storescu -> storescp", f"{associations} association"
+                             + "s" * (associations > 1), n, f"{n / ref:,.1f} img/s", 1.0))  # fmt: skip
+            rows.append(_row("**DICOM forwarded** (blob store -> storescp)", what, n, f"**{n / got:,.1f} img/s**",
+                             ref / got))  # fmt: skip
 
         await publish_decided(kafka, hl7_decisions(messages(args.backlog, "B"), f"down-{tag}"))
         await asyncio.sleep(3)  # the forwarder has read them and finds the receiver down

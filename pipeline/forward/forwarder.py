@@ -44,7 +44,13 @@ from medroute.kafka.client import consumer
 from medroute.logs import hash_id
 from medroute.records import AuditEvent, ForwardDeadLetter, RoutingDecision
 from pipeline.forward.destinations import Destination
-from pipeline.forward.errors import DeliveryError, PermanentError, RetryableError, UnreachableError
+from pipeline.forward.errors import (
+    DeliveryError,
+    PermanentError,
+    RetryableError,
+    SourceUnavailableError,
+    UnreachableError,
+)
 from pipeline.forward.items import Item, ItemSource
 from pipeline.forward.ledger import DEADLETTER, DELIVERED, DeliveredLedger
 from pipeline.forward.policy import Breaker
@@ -333,6 +339,9 @@ class Forwarder:
                     self.breaker.failure()
                     self._attempt(decision, attempt, "unreachable", exc.code, started)
                     error: DeliveryError | None = exc
+                except SourceUnavailableError as exc:  # medroute's own storage: not the receiver's doing
+                    self._attempt(decision, attempt, "source_unavailable", exc.code, started)
+                    error = exc
                 except (RetryableError, TimeoutError) as exc:
                     exc = exc if isinstance(exc, RetryableError) else RetryableError("timeout", "no outcome in time")
                     self.breaker.failure()

@@ -24,7 +24,7 @@ from medroute.config import KafkaSettings
 from medroute.kafka.client import consumer
 from medroute.records import Hl7Record, RoutingDecision
 from medroute.sealing import BlobError
-from pipeline.forward.errors import PermanentError, RetryableError
+from pipeline.forward.errors import PermanentError, SourceUnavailableError
 
 
 class BlobSource(Protocol):
@@ -124,7 +124,7 @@ class InboundRecords:
 
     async def get(self, place: str) -> bytes:
         """The value of the record at ``topic:partition:offset``; raises :class:`PermanentError` when the
-        log no longer holds it (retention) and :class:`RetryableError` when Kafka does not answer."""
+        log no longer holds it (retention) and :class:`SourceUnavailableError` when Kafka does not answer."""
         topic, partition, offset = _place(place)
         wanted = (topic, partition, offset)
         async with self._lock:
@@ -134,7 +134,7 @@ class InboundRecords:
             if value is None:
                 await self._check_in_log(TopicPartition(topic, partition), offset, place)
         if value is None:
-            raise RetryableError("kafka_unavailable", f"{place} was not read in time")
+            raise SourceUnavailableError("kafka_unavailable", f"{place} was not read in time")
         return value
 
     async def prefetch(self, places: Iterable[str]) -> None:
@@ -152,7 +152,7 @@ class InboundRecords:
                     if (topic, partition, offset) not in self._records:
                         try:
                             await self._fetch(TopicPartition(topic, partition), offset)
-                        except RetryableError:
+                        except SourceUnavailableError:
                             return
 
     async def _check_in_log(self, tp: TopicPartition, offset: int, place: str) -> None:
@@ -163,7 +163,7 @@ class InboundRecords:
             first = (await asyncio.wait_for(self._consumer.beginning_offsets([tp]), 10))[tp]
             end = (await asyncio.wait_for(self._consumer.end_offsets([tp]), 10))[tp]
         except (KafkaError, TimeoutError) as exc:
-            raise RetryableError("kafka_unavailable", f"cannot read {tp.topic}: {type(exc).__name__}") from None
+            raise SourceUnavailableError("kafka_unavailable", f"cannot read {tp.topic}: {type(exc).__name__}") from None
         if not first <= offset < end:
             raise PermanentError("item_missing", f"{place} is no longer in the log")
 
@@ -176,7 +176,7 @@ class InboundRecords:
         try:
             batches = await asyncio.wait_for(self._consumer.getmany(tp, timeout_ms=2000), 10)
         except (KafkaError, TimeoutError) as exc:
-            raise RetryableError("kafka_unavailable", f"cannot read {tp.topic}: {type(exc).__name__}") from None
+            raise SourceUnavailableError("kafka_unavailable", f"cannot read {tp.topic}: {type(exc).__name__}") from None
         finally:
             self._consumer.pause(tp)  # nothing is read ahead until the next seek
         for record in batches.get(tp, []):
@@ -223,6 +223,6 @@ class ItemSource:
         except BlobError as exc:
             # A store that cannot be read now (disk, S3) may be readable later; a missing or altered blob not.
             if str(exc).startswith("cannot"):
-                raise RetryableError("blob_store_unavailable", str(exc)) from None
+                raise SourceUnavailableError("blob_store_unavailable", str(exc)) from None
             raise PermanentError("blob_unreadable", str(exc)) from None
         return Item(decision, data)

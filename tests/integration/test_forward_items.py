@@ -1,5 +1,5 @@
 """Where a forwarder reads an HL7 item (its record on ``hl7.inbound``), against a broker of the test's own:
-a broker that is down is a reason to retry, only a record the log no longer holds is a reason to give up."""
+a broker that is down is a reason to wait, only a record the log no longer holds is a reason to give up."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
 from medroute.config import HL7_INBOUND, KafkaSettings
 from medroute.kafka.client import connection_kwargs, durable_producer
-from pipeline.forward.errors import PermanentError, RetryableError
+from pipeline.forward.errors import PermanentError, SourceUnavailableError
 from pipeline.forward.items import InboundRecords
 from shell.broker import LocalBroker
 
@@ -35,7 +35,7 @@ def test_a_broker_that_is_down_makes_the_read_retryable_not_a_missing_item(own_b
         await records.start()
         try:
             own_broker.kill()
-            with pytest.raises((RetryableError, PermanentError)) as raised:
+            with pytest.raises((SourceUnavailableError, PermanentError)) as raised:
                 await records.get(place)
             await asyncio.to_thread(own_broker.start)  # it probes with an event loop of its own
             assert await records.get(place) == b"first"  # once the broker is back, the same reader reads it
@@ -44,7 +44,7 @@ def test_a_broker_that_is_down_makes_the_read_retryable_not_a_missing_item(own_b
             await records.stop()
 
     # Before: an empty fetch from a broker that was down read as "no longer in the log": a dead letter.
-    assert asyncio.run(read_while_down()) is RetryableError
+    assert asyncio.run(read_while_down()) is SourceUnavailableError
 
 
 def test_a_record_the_log_no_longer_holds_is_a_missing_item(own_broker: LocalBroker) -> None:

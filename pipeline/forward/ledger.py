@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import OrderedDict
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 
@@ -24,6 +25,13 @@ from medroute.kafka.client import consumer, topic_partitions
 from medroute.records import utc_now
 
 DELIVERED, DEADLETTER = "delivered", "deadletter"
+
+
+@dataclass(frozen=True)
+class _Entry:
+    partition: int
+    key: bytes
+    value: bytes
 
 
 class DeliveredLedger:
@@ -44,7 +52,8 @@ class DeliveredLedger:
         self._max_entries = max_entries
         self._entries: OrderedDict[str, str] = OrderedDict()
         self._partitions = 0
-        self._unconfirmed: list[asyncio.Future] = []
+        self._unconfirmed: list[tuple[asyncio.Future, _Entry]] = []
+        self._failed: list[_Entry] = []  # handed over, then lost (the broker restarting): sent again by start()
 
     def __contains__(self, message_id: str) -> bool:
         return message_id in self._entries
@@ -53,23 +62,45 @@ class DeliveredLedger:
         return f"{self.destination}:{message_id}".encode()
 
     async def start(self) -> None:
+        """Also at each restart of the destination's forwarder in this process, which keeps its ledger: the
+        entries in memory stay (a crash does not make this process deliver them again) and the ones Kafka did
+        not store are sent again (nor another process, after a rebalance)."""
         self._partitions = len(await topic_partitions(self._kafka, FORWARD_DELIVERED))
+        failed, self._failed = self._failed, []
+        for n, entry in enumerate(failed):
+            try:
+                await self._send(entry)
+            except Exception:
+                self._failed.extend(failed[n + 1 :])  # this one is back in the list already
+                raise
 
     async def record(self, message_id: str, outcome: str, decision_partition: int, offset: int) -> None:
         """Hand one entry to the producer at once (it is on its way to Kafka before the next delivery starts);
         :meth:`flush` waits until Kafka has every entry handed over (acks=all)."""
         value = json.dumps({"outcome": outcome, "at": utc_now(), "offset": f"{decision_partition}:{offset}"})
-        partition = decision_partition % self._partitions
-        key = self.key(message_id)
-        delivery = await self._producer.send(FORWARD_DELIVERED, value.encode(), key=key, partition=partition)
-        self._unconfirmed.append(delivery)
         self._remember(message_id, outcome)
+        await self._send(_Entry(decision_partition % self._partitions, self.key(message_id), value.encode()))
+
+    async def _send(self, entry: _Entry) -> None:
+        try:
+            delivery = await self._producer.send(
+                FORWARD_DELIVERED, entry.value, key=entry.key, partition=entry.partition
+            )
+        except Exception:
+            self._failed.append(entry)
+            raise
+        self._unconfirmed.append((delivery, entry))
 
     async def flush(self) -> None:
         """Wait until Kafka has stored every entry recorded so far; raises if it has not (then nothing may be
-        committed: the decisions come back and the receiver may see them again)."""
+        committed: the decisions come back; what is lost is kept for :meth:`start` to send again)."""
         pending, self._unconfirmed = self._unconfirmed, []
-        await asyncio.gather(*pending)
+        outcomes = await asyncio.gather(*(delivery for delivery, _ in pending), return_exceptions=True)
+        errors = [(entry, error) for (_, entry), error in zip(pending, outcomes, strict=True)
+                  if isinstance(error, BaseException)]  # fmt: skip
+        self._failed.extend(entry for entry, _ in errors)
+        if errors:
+            raise errors[0][1]
 
     async def load(self, decision_partition: int, oldest_timestamp_ms: int) -> int:
         """Read back this destination's entries for ``decision_partition`` written since a lookback before

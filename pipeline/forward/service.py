@@ -58,6 +58,9 @@ class ForwardService:
         self._inbound = InboundRecords(kafka)
         self._items = ItemSource(blobs, self._inbound)
         self._running: dict[str, _Running] = {}
+        # Kept across restarts of a destination's forwarder (a crash, a changed entry): what it delivered
+        # stays known to this process even when the ledger's Kafka topic had not stored it yet.
+        self._ledgers: dict[str, DeliveredLedger] = {}
         self._stopping = asyncio.Event()
         self._producer: AIOKafkaProducer | None = None
         self._audit_producer: AIOKafkaProducer | None = None
@@ -107,7 +110,10 @@ class ForwardService:
     def _start(self, destination: Destination) -> None:
         assert self._producer is not None and self._audit_producer is not None
         sender = make_sender(destination, self._producer)
-        ledger = DeliveredLedger(destination.name, self._kafka, self._producer, self._settings.ledger_lookback)
+        ledger = self._ledgers.get(destination.name)
+        if ledger is None:
+            ledger = DeliveredLedger(destination.name, self._kafka, self._producer, self._settings.ledger_lookback)
+            self._ledgers[destination.name] = ledger
         forwarder = Forwarder(destination, self._kafka, sender, self._producer, self._items, ledger,
                               self._audit_producer)  # fmt: skip
         task = asyncio.create_task(forwarder.run(), name=f"forward-{destination.name}")
@@ -147,6 +153,8 @@ class ForwardService:
         for name in (*removed, *changed):
             if name in self._running:
                 await self._stop(name)
+        for name in removed:
+            self._ledgers.pop(name, None)
         for name in (*added, *changed):
             self._start(fresh[name])
         self._destinations = new

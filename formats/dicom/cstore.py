@@ -4,8 +4,8 @@ pynetdicom's ``send_c_store`` hands each P-DATA fragment of a request (128 KiB e
 ``storescp``) to the association's network thread through a queue and has it encode the PDU there: a
 thread switch and a copy per fragment, under the one GIL that every association of the process shares.
 Here the requesting thread encodes the command set and the PDUs itself and writes them at once (one
-``sendmsg`` of headers and uncopied fragments); the
-answer is read as pynetdicom reads it (its network thread decodes it and queues the C-STORE response).
+``sendmsg`` of headers and uncopied fragments); the answer is read as pynetdicom reads it (its network
+thread decodes it and queues the C-STORE response).
 
 The bytes on the wire are the ones pynetdicom would send (``tests/unit/test_dicom_cstore.py`` compares
 them). This applies only to a dataset already encoded in the context's transfer syntax (a Part-10 file

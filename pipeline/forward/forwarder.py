@@ -4,8 +4,8 @@
 2. The rest join a lane per Kafka key (the patient or study): a lane delivers its items one after the
    other in offset order; lanes run side by side, at most ``concurrency`` deliveries in flight. Lanes
    outlive a fetch: a patient with many messages holds up only their own lane, never the next decisions.
-   Items are read (an HL7 record, a DICOM blob) ahead of their turn: the next one of each lane while the
-   one before it goes, and up to ``concurrency`` more while every slot is busy.
+   HL7 records are read with their batch; DICOM blobs ahead of their turn: the next one of each lane while
+   the one before it goes, and up to ``concurrency`` more while every slot is busy.
 3. A delivery that fails is retried with exponential backoff and jitter; the breaker holds every delivery
    while the receiver keeps failing; a refusal, or a retryable failure on the last attempt, puts the
    decision on ``forward.deadletter`` with the last error.

@@ -8,9 +8,10 @@ each against the port the process's own settings name:
 * ``web``: ``GET /healthz`` answers 200 (HTTPS when a certificate is configured; where client certificates are
   required, ``MEDROUTE_HTTP_TLS_CA``, the server's own certificate is presented, so it must be one that CA signed);
 * ``worker``: Faust's web server (``MEDROUTE_WORKER_WEB_PORT``, served by the worker's own event loop) answers 200.
+* ``forward``: its main loop touched its heartbeat file (``MEDROUTE_HOME/forward/alive``) in the last 30 s (it
+  serves no port; a receiver that is down is the destination's state, ``medroute forward status``, not ill health).
 
-A process without a check (a one-shot verb, or ``forward`` until the forwarders add theirs here) is reported
-healthy with a note.
+A process without a check (a one-shot verb) is reported healthy with a note.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import socket
 import ssl
 import sys
+import time
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -88,12 +90,21 @@ def problem(role: str) -> str | None:
         if not port:
             return "MEDROUTE_WORKER_WEB_PORT is 0: the worker serves nothing to check (set e.g. 6066)"
         return _http(f"http://127.0.0.1:{port}/")
+    if role == "forward":
+        from pipeline.forward.settings import HEARTBEAT_MAX_AGE_SECONDS, heartbeat_path
+
+        path = heartbeat_path()
+        try:
+            age = time.time() - path.stat().st_mtime
+        except OSError:
+            return f"{path}: no heartbeat (not started, or another MEDROUTE_HOME)"
+        return f"{path}: last heartbeat {age:.0f} s ago" if age > HEARTBEAT_MAX_AGE_SECONDS else None
     return None
 
 
 def main(argv: Sequence[str]) -> int:
     role = argv[0] if argv else role_of_process_one()
-    if role not in ("mllp", "dicom", "web", "worker"):
+    if role not in ("mllp", "dicom", "web", "worker", "forward"):
         print(f"no health check for {role or 'this process'}: healthy while it runs")
         return 0
     found = problem(role)

@@ -86,7 +86,9 @@ class ForwardService:
             watch = FileWatch(self._settings.destinations)
             tick = min(x for x in (self._settings.reload_seconds, self._settings.status_seconds, 1.0) if x > 0)
             since_status = 0.0
+            self._settings.heartbeat.parent.mkdir(parents=True, exist_ok=True)
             while not self._stopping.is_set():
+                self._settings.heartbeat.touch()  # alive: `medroute health forward` reads its age
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), tick)
                 since_status += tick

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medroute.config import SettingsArea
+from medroute.config import SettingsArea, home_dir
 
 FORWARD = SettingsArea("Forwarding", ("forward",))
 DESTINATIONS = FORWARD("MEDROUTE_DESTINATIONS", None, "the destinations file (required by `medroute forward`; "
@@ -22,6 +22,15 @@ FORWARD_LEDGER_LOOKBACK = FORWARD(
 )
 FORWARD_STATUS_SECONDS = FORWARD("MEDROUTE_FORWARD_STATUS_SECONDS", 2.0, "interval of each destination's status "
                                  "snapshot on `forward.status`", minimum=0.1)  # fmt: skip
+
+
+# A forwarder has no port to ask; ``medroute health forward`` asks this file's age instead.
+HEARTBEAT_MAX_AGE_SECONDS = 30.0
+
+
+def heartbeat_path() -> Path:
+    """Touched by ``medroute forward``'s main loop about once a second while it runs."""
+    return home_dir() / "forward" / "alive"
 
 
 def destinations_from_env() -> Path | None:
@@ -43,3 +52,4 @@ class ForwardSettings:
     reload_seconds: float = field(default_factory=FORWARD_RELOAD_SECONDS)
     ledger_lookback: float = field(default_factory=FORWARD_LEDGER_LOOKBACK)
     status_seconds: float = field(default_factory=FORWARD_STATUS_SECONDS)
+    heartbeat: Path = field(default_factory=heartbeat_path)

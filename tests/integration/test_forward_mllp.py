@@ -18,6 +18,7 @@ import pytest
 
 from medroute.config import AUDIT_EVENTS, FORWARD_DEADLETTER, KafkaSettings
 from medroute.ports import free_port
+from shell import health
 from tests.integration.forward_peers import (
     Hl7Receiver,
     hl7_decision,
@@ -216,3 +217,9 @@ def _iso(epoch: float) -> str:
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="microseconds")
+
+
+def test_health_of_the_running_forwarder(module: Module, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`medroute health forward` (a container's HEALTHCHECK) reads the heartbeat its main loop keeps."""
+    monkeypatch.setenv("MEDROUTE_HOME", str(module.home))
+    assert wait_until(lambda: health.main(["forward"]) == 0, 30), module.forwarder.log()[-3000:]

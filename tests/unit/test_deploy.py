@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import re
 import shutil
 import socket
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -365,3 +367,15 @@ def test_the_example_destinations_cover_every_destination_the_shipped_rules_name
 
     named = {name for rule in load_rules(routes_path()).rules for name in rule.destinations}
     assert named <= {d.name for d in load_destinations(DEPLOY / "destinations.example.yaml")}
+
+
+def test_health_of_a_forwarder_is_its_heartbeat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEDROUTE_HOME", str(tmp_path))
+    assert health.main(["forward"]) == 1  # never started here
+    beat = tmp_path / "forward" / "alive"
+    beat.parent.mkdir()
+    beat.touch()
+    assert health.main(["forward"]) == 0
+    stale = time.time() - 120
+    os.utime(beat, (stale, stale))
+    assert health.main(["forward"]) == 1  # its loop stopped turning

@@ -259,5 +259,9 @@ async def answer_each_frame(
             await writer.drain()
     except (ConnectionError, IndexError):  # IndexError: an answer could not read a message's MSH-10
         pass
+    except asyncio.CancelledError:
+        # The run is over (its event loop cancels the connections left open): end quietly, or Python 3.11's
+        # stream callback prints each connection's CancelledError as an error.
+        pass
     finally:
         writer.close()

@@ -75,14 +75,31 @@ def tls_entry(ca: Path, pki: Pki, server_hostname: str | None = None) -> str:
     return f"tls: {{ca: '{ca}', cert: '{pki.client_cert}', key: '{pki.client_key}'{hostname}}}"
 
 
-def destinations_yaml(tag: str, network: str, pki: Pki, other_ca: Path) -> str:
-    """``trusted-``, ``untrusted-`` and ``misnamed-{tag}``, each ``{network}`` plus its TLS section."""
-    return (
+def start_tls_forwarder(
+    kafka: KafkaSettings, home: Path, tag: str, network: str, pki: Pki, other_ca: Path
+) -> ChildProcess:
+    """``medroute forward`` with ``trusted-``, ``untrusted-`` and ``misnamed-{tag}``, each ``{network}`` plus its
+    TLS section."""
+    destinations = home / "destinations.yaml"
+    destinations.write_text(
         "destinations:\n"
         f"  trusted-{tag}: {{{network}, {tls_entry(pki.ca, pki)}}}\n"
         f"  untrusted-{tag}: {{{network}, {RETRY}, {tls_entry(other_ca, pki)}}}\n"
         f"  misnamed-{tag}: {{{network}, {RETRY}, {tls_entry(pki.ca, pki, 'elsewhere.invalid')}}}\n"
     )
+    return start_forwarder(kafka, home, destinations)
+
+
+def publish_hl7_to_each(kafka: KafkaSettings, tag: str, first: int) -> tuple[list[bytes], set[str]]:
+    """Three messages for ``trusted-{tag}`` and two each for ``untrusted-`` and ``misnamed-{tag}`` (numbered from
+    ``first``): returns the trusted messages and the ids of the decisions that must be held."""
+    trusted = [hl7_message(first + n, f"T{n:03d}") for n in range(3)]
+    untrusted = [hl7_message(first + 100 + n, f"U{n:03d}") for n in range(2)]
+    misnamed = [hl7_message(first + 200 + n, f"M{n:03d}") for n in range(2)]
+    held = [hl7_decision(raw, [f"untrusted-{tag}"]) for raw in untrusted]
+    held += [hl7_decision(raw, [f"misnamed-{tag}"]) for raw in misnamed]
+    publish_sync(kafka, [*held, *(hl7_decision(raw, [f"trusted-{tag}"]) for raw in trusted)])
+    return trusted, {d.message_id for d in held}
 
 
 def assert_held_not_sent(kafka: KafkaSettings, ids: set[str], forwarder: ChildProcess) -> list[dict[str, Any]]:
@@ -153,20 +170,13 @@ def test_mllp_over_mutual_tls_delivers_only_to_a_verified_receiver(
 ) -> None:
     receiver = Hl7TlsReceiver(server_context(pki)).start()
     tag = uuid.uuid4().hex[:8]
-    destinations = tmp_path / "destinations.yaml"
     network = f"type: mllp, host: 127.0.0.1, port: {receiver.port}"
-    destinations.write_text(destinations_yaml(tag, network, pki, other_ca))
-    forwarder = start_forwarder(kafka, tmp_path, destinations)
+    forwarder = start_tls_forwarder(kafka, tmp_path, tag, network, pki, other_ca)
     try:
-        trusted = [hl7_message(n, f"T{n:03d}") for n in range(3)]
-        untrusted = [hl7_message(100 + n, f"U{n:03d}") for n in range(2)]
-        misnamed = [hl7_message(200 + n, f"M{n:03d}") for n in range(2)]
-        held = [hl7_decision(raw, [f"untrusted-{tag}"]) for raw in untrusted]
-        held += [hl7_decision(raw, [f"misnamed-{tag}"]) for raw in misnamed]
-        publish_sync(kafka, [*held, *(hl7_decision(raw, [f"trusted-{tag}"]) for raw in trusted)])
+        trusted, held = publish_hl7_to_each(kafka, tag, first=0)
 
         assert wait_until(lambda: len(receiver.received) >= len(trusted), 30), forwarder.log()[-3000:]
-        events = assert_held_not_sent(kafka, {d.message_id for d in held}, forwarder)
+        events = assert_held_not_sent(kafka, held, forwarder)
         assert {e["details"]["code"] for e in events} == {"tls_verify_failed"}  # the reason: the certificate
     finally:
         forwarder.stop()
@@ -190,13 +200,11 @@ def test_dicom_over_mutual_tls_delivers_only_to_a_verified_receiver(
     storescp = tls_storescp(tmp_path / "storescp", pki).start()
     blobs = BlobStore(tmp_path / "blobs", DICOM_TEST_BLOB_KEY)
     tag = uuid.uuid4().hex[:8]
-    destinations = tmp_path / "destinations.yaml"
     # storescp serves one association at a time
     network = f"type: dicom, host: 127.0.0.1, port: {storescp.port}, called_ae: STORESCP, concurrency: 1"
-    destinations.write_text(destinations_yaml(tag, network, pki, other_ca))
     files = renumbered_copies(sample_file("CT_small.dcm"), tmp_path / "ct", 5)
     trusted, untrusted, misnamed = files[:3], files[3:4], files[4:]
-    forwarder = start_forwarder(kafka, tmp_path, destinations)
+    forwarder = start_tls_forwarder(kafka, tmp_path, tag, network, pki, other_ca)
     try:
         held = [dicom_decision(path, blobs, [f"untrusted-{tag}"]) for path in untrusted]
         held += [dicom_decision(path, blobs, [f"misnamed-{tag}"]) for path in misnamed]
@@ -266,20 +274,13 @@ def test_http_over_mutual_tls_delivers_only_to_a_verified_receiver(
     kafka: KafkaSettings, pki: Pki, other_ca: Path, intake: TlsIntake, tmp_path: Path
 ) -> None:
     tag = uuid.uuid4().hex[:8]
-    destinations = tmp_path / "destinations.yaml"
     network = f"type: http, url: 'https://127.0.0.1:{intake.server_port}/fhir/Binary', body: raw"
-    destinations.write_text(destinations_yaml(tag, network, pki, other_ca))
-    forwarder = start_forwarder(kafka, tmp_path, destinations)
+    forwarder = start_tls_forwarder(kafka, tmp_path, tag, network, pki, other_ca)
     try:
-        trusted = [hl7_message(300 + n, f"T{n:03d}") for n in range(3)]
-        untrusted = [hl7_message(400 + n, f"U{n:03d}") for n in range(2)]
-        misnamed = [hl7_message(500 + n, f"M{n:03d}") for n in range(2)]
-        held = [hl7_decision(raw, [f"untrusted-{tag}"]) for raw in untrusted]
-        held += [hl7_decision(raw, [f"misnamed-{tag}"]) for raw in misnamed]
-        publish_sync(kafka, [*held, *(hl7_decision(raw, [f"trusted-{tag}"]) for raw in trusted)])
+        trusted, held = publish_hl7_to_each(kafka, tag, first=300)
 
         assert wait_until(lambda: len(intake.received) >= len(trusted), 30), forwarder.log()[-3000:]
-        events = assert_held_not_sent(kafka, {d.message_id for d in held}, forwarder)
+        events = assert_held_not_sent(kafka, held, forwarder)
         assert {e["details"]["code"] for e in events} == {"tls_verify_failed"}  # the reason: the certificate
     finally:
         forwarder.stop()

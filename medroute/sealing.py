@@ -111,15 +111,16 @@ class Keyring:
 
     def unseal(self, reference: str, sealed: bytes) -> bytes:
         """The plaintext of a sealed blob, checked against its reference."""
+        view = memoryview(sealed)  # sliced without copies: a blob can be an image of many megabytes
         if sealed.startswith(MAGIC) and len(sealed) >= HEADER_BYTES + 16:
             aead = self._aeads.get(sealed[len(MAGIC) : len(MAGIC) + KEY_ID_BYTES])
             if aead is None:
                 raise BlobError(f"blob {reference} is sealed under a key that is not configured")
-            return _open(aead, reference, sealed[len(MAGIC) + KEY_ID_BYTES :])
+            return _open(aead, reference, view[len(MAGIC) + KEY_ID_BYTES :])
         if sealed.startswith(LEGACY_MAGIC) and len(sealed) >= len(LEGACY_MAGIC) + NONCE_BYTES + 16:
             for aead in self._aeads.values():
                 try:
-                    return _open(aead, reference, sealed[len(LEGACY_MAGIC) :])
+                    return _open(aead, reference, view[len(LEGACY_MAGIC) :])
                 except BlobError:
                     continue
             raise BlobError(f"blob {reference} fails authentication (wrong key, or altered)")
@@ -161,8 +162,8 @@ def seal(
     write(memoryview(encryptor.finalize() + encryptor.tag))
 
 
-def _open(aead: AESGCM, reference: str, nonce_and_ciphertext: bytes) -> bytes:
-    nonce = nonce_and_ciphertext[:NONCE_BYTES]
+def _open(aead: AESGCM, reference: str, nonce_and_ciphertext: memoryview) -> bytes:
+    nonce = bytes(nonce_and_ciphertext[:NONCE_BYTES])
     try:
         data = aead.decrypt(nonce, nonce_and_ciphertext[NONCE_BYTES:], reference.encode("ascii"))
     except InvalidTag:

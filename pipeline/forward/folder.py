@@ -27,7 +27,7 @@ class FolderSender:
 
     async def send(self, item: Item) -> str:
         relative = file_name(self._pattern, item)
-        await asyncio.to_thread(self._write, self._root / relative, item.data)
+        await asyncio.to_thread(self._write, self._root / relative, item.content)
         return "written"
 
     def _write(self, path: Path, data: bytes) -> None:

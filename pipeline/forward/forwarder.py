@@ -64,6 +64,9 @@ GROUP_PREFIX = "medroute-forward-"
 
 
 class Sender(Protocol):
+    """A destination type's delivery. One whose class sets ``reads_blobs = True`` reads a DICOM item's blob
+    itself and is handed the item unread (``Item.data`` None)."""
+
     async def send(self, item: Item) -> str:
         """Deliver one item; returns a short outcome ("AA", "0x0000 as received"); raises DeliveryError."""
 
@@ -116,6 +119,7 @@ class Forwarder:
         self._producer = producer
         self._audit_producer = audit_producer
         self._items = items
+        self._sender_reads_blobs = bool(getattr(sender, "reads_blobs", False))
         self.ledger = ledger
         self._max_batch = max_batch
         settings = destination.breaker
@@ -257,7 +261,7 @@ class Forwarder:
         """Start reading the blob that is next in its lane (from disk or S3, then decrypted): a study goes out in
         order, one image at a time, and each would otherwise wait for its own read. At most ``concurrency``
         are held so. (A task per item would cost HL7 items, read with their batch, more than it saves.)"""
-        if entry.decision is None or not entry.decision.blob or entry.read_ahead is not None:
+        if self._sender_reads_blobs or entry.decision is None or not entry.decision.blob or entry.read_ahead:
             return
         if self._reads_ahead < self.destination.concurrency:
             self._reads_ahead += 1
@@ -330,14 +334,15 @@ class Forwarder:
                 return False
             tries += 1
             started = time.monotonic()
-            async with self._staged if decision.blob else contextlib.nullcontext():
+            staged = bool(decision.blob) and not self._sender_reads_blobs
+            async with self._staged if staged else contextlib.nullcontext():
                 try:
                     if decision.kind not in self.destination.kinds:
                         why = f"a {self.destination.type} destination takes no {decision.kind} items"
                         raise PermanentError("unsupported_kind", why)
                     reading, read_ahead = read_ahead, None
                     # A blob is read before a slot is free, while the slots are busy with others.
-                    item = await (reading or self._items.item(decision)) if decision.blob else None
+                    item = await (reading or self._items.item(decision)) if staged else None
                     outcome = await self._send(decision, item)
                 except UnreachableError as exc:
                     self.breaker.failure()
@@ -379,8 +384,8 @@ class Forwarder:
         async with self._slots:
             self.stats.in_flight += 1
             try:
-                if item is None:  # an HL7 record: in memory already, read with its batch
-                    item = await self._items.item(decision)
+                if item is None:  # an HL7 record (in memory already, read with its batch), or a blob left unread
+                    item = await self._items.item(decision, with_blob=not self._sender_reads_blobs)
                 async with asyncio.timeout(self.destination.timeout * 2 + 5):
                     return await self._sender.send(item)
             finally:

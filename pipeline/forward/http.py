@@ -41,7 +41,7 @@ class HttpSender:
         if self._body == "decision":
             body, content_type = item.decision_body(), "application/json"
         else:
-            body, content_type = item.data, CONTENT_TYPES[item.kind]
+            body, content_type = item.content, CONTENT_TYPES[item.kind]
         headers = {"Content-Type": content_type, "X-Medroute-Message-Id": item.message_id, **self._headers}
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._post, body, headers)

@@ -40,10 +40,39 @@ class DicomMeta:
     series_uid: str
 
 
+def dicom_meta(data: bytes) -> DicomMeta:
+    """The UIDs of a Part-10 file, read with pydicom; PermanentError when it is not one."""
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+        meta = ds.file_meta
+        return DicomMeta(
+            str(meta.MediaStorageSOPClassUID),
+            str(meta.MediaStorageSOPInstanceUID),
+            str(meta.TransferSyntaxUID),
+            str(ds.get("StudyInstanceUID", "")),
+            str(ds.get("SeriesInstanceUID", "")),
+        )
+    except (InvalidDicomError, AttributeError, ValueError, EOFError) as exc:
+        raise PermanentError("not_dicom", f"the stored dataset cannot be read: {type(exc).__name__}") from None
+
+
+def read_blob(blobs: BlobSource, reference: str) -> bytes:
+    """A blob's bytes; SourceUnavailableError while the store cannot be read (disk, S3: it may be readable
+    later), PermanentError for a blob that is missing or altered."""
+    try:
+        return blobs.get(reference)
+    except BlobError as exc:
+        if str(exc).startswith("cannot"):
+            raise SourceUnavailableError("blob_store_unavailable", str(exc)) from None
+        raise PermanentError("blob_unreadable", str(exc)) from None
+
+
 @dataclass
 class Item:
     decision: RoutingDecision
-    data: bytes = field(repr=False)  # HL7: the message as received; DICOM: the Part-10 file as stored
+    # HL7: the message as received; DICOM: the Part-10 file as stored, or None when the sender reads it from
+    # the blob store itself (the decision names the blob).
+    data: bytes | None = field(repr=False)
 
     @property
     def kind(self) -> str:
@@ -57,25 +86,20 @@ class Item:
         """The decision as JSON, for receivers that asked for the decision."""
         return self.decision.to_json()
 
+    @property
+    def content(self) -> bytes:
+        """The item's bytes, for senders that take them from the forwarder."""
+        assert self.data is not None, "read by the sender itself"
+        return self.data
+
     @cached_property
     def control_id(self) -> str:
         """MSH-10 (HL7 only): what the receiver's ACK must name in MSA-2."""
-        return read_header(self.data.decode("latin-1")).control_id if self.kind == "hl7" else ""
+        return read_header(self.content.decode("latin-1")).control_id if self.kind == "hl7" else ""
 
     @cached_property
     def dicom(self) -> DicomMeta:
-        try:
-            ds = pydicom.dcmread(io.BytesIO(self.data), stop_before_pixels=True)
-            meta = ds.file_meta
-            return DicomMeta(
-                str(meta.MediaStorageSOPClassUID),
-                str(meta.MediaStorageSOPInstanceUID),
-                str(meta.TransferSyntaxUID),
-                str(ds.get("StudyInstanceUID", "")),
-                str(ds.get("SeriesInstanceUID", "")),
-            )
-        except (InvalidDicomError, AttributeError, ValueError, EOFError) as exc:
-            raise PermanentError("not_dicom", f"the stored dataset cannot be read: {type(exc).__name__}") from None
+        return dicom_meta(self.content)
 
     def name_fields(self) -> dict[str, str]:
         """What a folder destination's file name pattern may use."""
@@ -205,7 +229,8 @@ class ItemSource:
         if self._inbound is not None:
             await self._inbound.prefetch(d.source_offset for d in decisions if d.kind == "hl7" and d.source_offset)
 
-    async def item(self, decision: RoutingDecision) -> Item:
+    async def item(self, decision: RoutingDecision, with_blob: bool = True) -> Item:
+        """The item of ``decision``; ``with_blob=False``: a DICOM item whose blob the sender reads itself."""
         if decision.kind == "hl7":
             if not decision.source_offset or self._inbound is None:
                 raise PermanentError("item_missing", "the decision names no source record")
@@ -216,13 +241,8 @@ class ItemSource:
                 raise PermanentError("item_unreadable", f"the source record is not an Hl7Record ({exc})") from None
         if not decision.blob:
             raise PermanentError("item_missing", "the decision names no blob")
+        if not with_blob:
+            return Item(decision, None)
         if self._blobs is None:
             raise PermanentError("no_blob_store", "this forwarder has no blob store configured")
-        try:
-            data = await asyncio.to_thread(self._blobs.get, decision.blob)
-        except BlobError as exc:
-            # A store that cannot be read now (disk, S3) may be readable later; a missing or altered blob not.
-            if str(exc).startswith("cannot"):
-                raise SourceUnavailableError("blob_store_unavailable", str(exc)) from None
-            raise PermanentError("blob_unreadable", str(exc)) from None
-        return Item(decision, data)
+        return Item(decision, await asyncio.to_thread(read_blob, self._blobs, decision.blob))

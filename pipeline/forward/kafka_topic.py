@@ -20,7 +20,7 @@ class KafkaTopicSender:
         self._body = destination.option("body", "raw")
 
     async def send(self, item: Item) -> str:
-        value = item.decision_body() if self._body == "decision" else item.data
+        value = item.decision_body() if self._body == "decision" else item.content
         key = (item.decision.order_key or item.message_id).encode()
         try:
             metadata = await self._producer.send_and_wait(self._topic, value, key=key)

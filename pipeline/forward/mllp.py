@@ -42,7 +42,7 @@ class MllpSender:
         except OSError as exc:  # TimeoutError and ssl.SSLError among them
             raise connect_error(exc) from None
         try:
-            ack = await client.send(item.data, timeout=timeout)
+            ack = await client.send(item.content, timeout=timeout)
         except TimeoutError:
             raise RetryableError("no_answer", f"no ACK within {timeout:g} s") from None
         except (MllpConnectionError, OSError) as exc:

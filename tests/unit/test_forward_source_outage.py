@@ -50,7 +50,7 @@ class Storage:
         self.failures = failures
         self.error = error
 
-    async def item(self, decision: RoutingDecision) -> Item:
+    async def item(self, decision: RoutingDecision, with_blob: bool = True) -> Item:
         if self.failures:
             self.failures -= 1
             raise self.error

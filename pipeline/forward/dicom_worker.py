@@ -1,0 +1,117 @@
+"""A ``dicom`` destination's sender process: one association, and the images sent on it one at a time.
+
+``medroute forward`` starts one per concurrent delivery (:mod:`pipeline.forward.dicom`). A request names
+the item's blob, which this process reads and decrypts itself: the image's bytes never pass through the
+forwarder's process, whose event loop, Kafka clients and other associations would otherwise share one
+GIL with every image's read, decryption and C-STORE (that sharing had held four associations to about a
+third of what they do apart).
+
+Protocol, on stdin and stdout (stdout is kept for it; anything printed goes to stderr): frames of a 4-byte
+big-endian length and a pickle. The first frame is the :class:`Destination`; each further frame a request
+``(blob reference, Part-10 bytes or None)``; each answer ``("ok", outcome)`` or ``(error class name, code,
+detail)``. The process ends when stdin closes (its forwarder stopped or died). An association left unused
+for ``IDLE_RELEASE_SECONDS`` is released: many PACS (storescp among them) serve few at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import select
+import struct
+import sys
+from typing import Any
+
+import structlog
+
+from medroute import blobstore
+from medroute.logs import configure_logging
+from medroute.sealing import BlobError
+from pipeline.forward.dicom_store import StoreAssociation
+from pipeline.forward.errors import DeliveryError, SourceUnavailableError
+from pipeline.forward.items import BlobSource, read_blob
+
+log = structlog.get_logger(__name__)
+
+IDLE_RELEASE_SECONDS = 2.0
+_LENGTH = struct.Struct(">I")
+
+
+def frame(value: Any) -> bytes:
+    body = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    return _LENGTH.pack(len(body)) + body
+
+
+def read_frame(descriptor: int) -> Any:
+    """The next frame's value, or None at the end of the stream."""
+    header = _read_exactly(descriptor, _LENGTH.size)
+    if header is None:
+        return None
+    body = _read_exactly(descriptor, _LENGTH.unpack(header)[0])
+    return None if body is None else pickle.loads(body)  # from our own parent
+
+
+def _read_exactly(descriptor: int, size: int) -> bytes | None:
+    chunks, missing = [], size
+    while missing:
+        chunk = os.read(descriptor, missing)
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        missing -= len(chunk)
+    return b"".join(chunks)
+
+
+def _write_all(descriptor: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(descriptor, view) :]
+
+
+def answer(store: StoreAssociation, blobs: BlobSource | None, reference: str, data: bytes | None) -> tuple:
+    """One request's answer (``blobs`` None: the blob store could not be opened)."""
+    try:
+        if data is None:
+            if blobs is None:
+                raise SourceUnavailableError("blob_store_unavailable", "the blob store cannot be opened")
+            data = read_blob(blobs, reference)
+        return ("ok", store.store(data))
+    except DeliveryError as exc:
+        return (type(exc).__name__, exc.code, exc.detail)
+
+
+def serve(requests: int, answers: int) -> None:
+    destination = read_frame(requests)
+    if destination is None:
+        return
+    store = StoreAssociation(destination)
+    try:
+        blobs: BlobSource | None = blobstore.from_env()
+    except BlobError as exc:
+        log.error("blob_store_unavailable", destination=destination.name, error=str(exc))
+        blobs = None
+    try:
+        while True:
+            if store.is_open and not select.select([requests], [], [], IDLE_RELEASE_SECONDS)[0]:
+                store.release()
+                continue
+            request = read_frame(requests)
+            if request is None:
+                return
+            _write_all(answers, frame(answer(store, blobs, *request)))
+    finally:
+        store.release()
+
+
+def main() -> int:
+    configure_logging("forward")
+    answers = os.dup(sys.stdout.fileno())
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray print must not break the protocol
+    with contextlib.suppress(BrokenPipeError):  # the forwarder is gone
+        serve(sys.stdin.fileno(), answers)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

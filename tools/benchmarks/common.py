@@ -76,6 +76,68 @@ class CpuMeter:
         return {name: value - self._before[name] for name, value in self._now().items()}
 
 
+def busy_seconds() -> float:
+    """CPU seconds the whole machine has spent outside idle and I/O wait so far, all cores (/proc/stat)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def seconds_by_command(names: dict[str, str]) -> dict[str, float]:
+    """CPU seconds so far of every process whose command line contains one of ``names``' values (its own
+    and that of the children it has reaped), summed under the matching key; the first match counts."""
+    totals = dict.fromkeys(names, 0.0)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            fields = _stat(int(entry.name))
+        except (OSError, IndexError):  # ended meanwhile
+            continue
+        for key, needle in names.items():
+            if needle in command:
+                totals[key] += sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+                break
+    return totals
+
+
+async def quiet(names: dict[str, str], below: float = 0.1, seconds: int = 3, limit: float = 120.0) -> float:
+    """Wait until the processes named (see :func:`seconds_by_command`) have used under ``below`` of a core
+    in each of ``seconds`` seconds running, or ``limit`` seconds have passed; returns the seconds waited.
+    A broker started for a benchmark compiles its hot paths for a minute or more after its first requests,
+    taking up to a core meanwhile; a broker in service has long done so."""
+    started = time.monotonic()
+    calm, before = 0, sum(seconds_by_command(names).values())
+    while calm < seconds and time.monotonic() - started < limit:
+        await asyncio.sleep(1.0)
+        now = sum(seconds_by_command(names).values())
+        calm, before = (calm + 1 if now - before < below else 0), now
+    return time.monotonic() - started
+
+
+class ArrivalCpu:
+    """The CPU a run uses between its first and its last arrival (start-up left out, as from the rates):
+    the whole machine's, and that of the processes named (see :func:`seconds_by_command`)."""
+
+    def __init__(self, names: dict[str, str]) -> None:
+        self._names = names
+        self._first: tuple[float, dict[str, float]] | None = None
+        self.used: dict[str, float] = {}
+
+    def first(self) -> None:
+        self._first = (busy_seconds(), seconds_by_command(self._names))
+
+    def last(self) -> None:
+        assert self._first is not None, "first() at the first arrival"
+        machine, processes = self._first
+        now = seconds_by_command(self._names)
+        self.used = {"machine": busy_seconds() - machine, **{k: now[k] - processes[k] for k in self._names}}
+
+    def per_item_ms(self, items: int) -> dict[str, float]:
+        return {name: seconds * 1000 / items for name, seconds in self.used.items()}
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """The ``q`` quantile (0..1) by rank, as every benchmark table reports it; NaN for no values."""
     if not values:

@@ -31,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable
 from pathlib import Path
@@ -53,9 +54,15 @@ from medroute.records import DicomRecord, new_id
 from pipeline.outcomes import Decided
 from shell.broker import broker_unless_configured
 from shell.samples import sample_messages
-from tools.benchmarks.common import answer_each_frame, decided_item, publish_decided
+from tools.benchmarks.common import ArrivalCpu, answer_each_frame, decided_item, publish_decided, quiet, warm_broker
 
 BLOB_KEY = bytes(range(32))
+
+
+# Processes whose CPU a forwarded run reports (the first match of each command line counts).
+PROCESSES = {"direct sender": "--send-to", "receiver (MLLP, this process)": "tools.benchmarks.forward",
+             "medroute forward (+ its sender processes)": "pipeline.forward", "broker": "kafka.Kafka",
+             "receiver (storescp)": "storescp"}  # fmt: skip
 
 
 class Receiver:
@@ -64,6 +71,7 @@ class Receiver:
     def __init__(self) -> None:
         self.count = 0
         self.first_at = self.last_at = 0.0
+        self._cpu: tuple[ArrivalCpu, int, int] | None = None  # the meter, the first and the last count
         self.server: asyncio.Server | None = None
         self.port = free_port()
 
@@ -84,6 +92,12 @@ class Receiver:
         self.count += 1
         self.last_at = time.perf_counter()
         self.first_at = self.first_at or self.last_at
+        if self._cpu is not None:
+            cpu, first, last = self._cpu
+            if self.count == first:
+                cpu.first()
+            if self.count == last:
+                cpu.last()
         return wrap(b"MSH|^~\\&|R|R|S|S|20260101||ACK|A" + control + b"|P|2.5\rMSA|AA|" + control)
 
     async def wait_for(self, total: int, timeout: float = 600) -> None:
@@ -93,11 +107,14 @@ class Receiver:
                 raise TimeoutError(f"received {self.count} of {total}")
             await asyncio.sleep(0.01)
 
-    async def span(self, arrivals: Awaitable[Any], count: int) -> float:
-        """Seconds from the first to the last of ``count`` messages that ``arrivals`` brings in."""
+    async def span(self, arrivals: Awaitable[Any], count: int, cpu: ArrivalCpu) -> float:
+        """Seconds from the first to the last of ``count`` messages that ``arrivals`` brings in; ``cpu``
+        measures between the same two."""
         before, self.first_at = self.count, 0.0
+        self._cpu = (cpu, before + 1, before + count)
         await arrivals
         await self.wait_for(before + count)
+        self._cpu = None
         return self.last_at - self.first_at
 
 
@@ -105,7 +122,7 @@ def messages(count: int, prefix: str) -> list[bytes]:
     return [message.raw for message in sample_messages(count, prefix=prefix)]
 
 
-async def direct(receiver: Receiver, payloads: list[bytes], connections: int, home: Path) -> float:
+async def direct(receiver: Receiver, payloads: list[bytes], connections: int, home: Path, cpu: ArrivalCpu) -> float:
     """The messages sent by a child process of their own (the forwarder is one too: a sender in this
     process would skip the context switches that every cross-process round trip costs)."""
     stream = home / "direct.mllp"
@@ -113,7 +130,7 @@ async def direct(receiver: Receiver, payloads: list[bytes], connections: int, ho
     command = [sys.executable, "-m", "tools.benchmarks.forward", "--send-to", str(receiver.port),
                "--connections", str(connections), "--stream", str(stream)]  # fmt: skip
     child = await asyncio.create_subprocess_exec(*command, env=child_environment())
-    return await receiver.span(child.wait(), len(payloads))
+    return await receiver.span(child.wait(), len(payloads), cpu)
 
 
 async def send_stream(port: int, stream: Path, connections: int) -> None:
@@ -132,10 +149,11 @@ def hl7_decisions(payloads: list[bytes], destination: str) -> list[Decided]:
 
 
 async def forwarded(
-    kafka: KafkaSettings, receiver: Receiver, payloads: list[bytes], destination: str, forwarder: ForwarderProcess
+    kafka: KafkaSettings, receiver: Receiver, payloads: list[bytes], destination: str, forwarder: ForwarderProcess,
+    cpu: ArrivalCpu | None = None,
 ) -> float:
     publish = publish_decided(kafka, hl7_decisions(payloads, destination))
-    return await receiver.span(forwarder.drain(publish), len(payloads))
+    return await receiver.span(forwarder.drain(publish), len(payloads), cpu or ArrivalCpu({}))
 
 
 class ForwarderProcess:
@@ -183,16 +201,34 @@ def ct_files(directory: Path, count: int) -> list[Path]:
     return paths
 
 
-def arrival_span(directory: Path, total: int, timeout: float = 600) -> float:
-    """Once ``total`` files are in ``directory``: the seconds from the first file written to the last."""
-    deadline = time.monotonic() + timeout
-    while len(list(directory.iterdir())) < total:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{len(list(directory.iterdir()))} of {total} images arrived")
-        time.sleep(0.02)
-    time.sleep(0.5)  # the last file's last write
-    written = [path.stat().st_mtime for path in directory.iterdir()]
-    return max(written) - min(written)
+class Arrivals(threading.Thread):
+    """Watches ``directory`` while a run sends: ``cpu`` measures from its first file to its ``total``-th."""
+
+    def __init__(self, directory: Path, total: int, cpu: ArrivalCpu, timeout: float = 600) -> None:
+        super().__init__(daemon=True)
+        self._directory, self._total, self._cpu = directory, total, cpu
+        self._deadline = time.monotonic() + timeout
+        self.start()
+
+    def _count(self) -> int:
+        return sum(1 for _ in os.scandir(self._directory))
+
+    def run(self) -> None:
+        while not self._count() and time.monotonic() < self._deadline:
+            time.sleep(0.002)
+        self._cpu.first()
+        while self._count() < self._total and time.monotonic() < self._deadline:
+            time.sleep(0.005)
+        self._cpu.last()
+
+    def span(self) -> float:
+        """Once every file is there: the seconds from the first file written to the last."""
+        self.join(max(0.0, self._deadline - time.monotonic()))
+        if self.is_alive():
+            raise TimeoutError(f"{self._count()} of {self._total} images arrived")
+        time.sleep(0.5)  # the last file's last write
+        written = [path.stat().st_mtime for path in self._directory.iterdir()]
+        return max(written) - min(written)
 
 
 def dcmtk_env() -> dict[str, str]:
@@ -207,7 +243,8 @@ def storescp(directory: Path, port: int) -> subprocess.Popen:
     return process
 
 
-def dicom_direct(files: list[Path], port: int, out: Path, associations: int) -> float:
+def dicom_direct(files: list[Path], port: int, out: Path, associations: int, cpu: ArrivalCpu) -> float:
+    arrivals = Arrivals(out, len(files), cpu)
     senders = [
         subprocess.Popen(
             ["storescu", "-aet", "BENCH", "-aec", "STORESCP", "127.0.0.1", str(port), *map(str, files[n::associations])],  # noqa: E501
@@ -217,12 +254,12 @@ def dicom_direct(files: list[Path], port: int, out: Path, associations: int) -> 
     ]
     for sender in senders:
         sender.wait()
-    return arrival_span(out, len(files))
+    return arrivals.span()
 
 
 async def dicom_forwarded(
     kafka: KafkaSettings, files: list[Path], blobs: BlobStore, out: Path, name: str, forwarder: ForwarderProcess,
-    one_study: bool = False,
+    cpu: ArrivalCpu, one_study: bool = False,
 ) -> float:
     """``one_study``: every image of the same study, so delivered one after the other in order (one lane);
     else each image a study of its own, so the destination's 4 associations share them."""
@@ -238,12 +275,14 @@ async def dicom_forwarded(
                              size=len(data),
                              blob=reference, **blank)  # fmt: skip
         decisions.append(decided_item(record, [name]))
+    arrivals = Arrivals(out, len(files), cpu)
     await forwarder.drain(publish_decided(kafka, decisions))
-    return await asyncio.to_thread(arrival_span, out, len(files))
+    return await asyncio.to_thread(arrivals.span)
 
 
 async def run(kafka: KafkaSettings, home: Path, args: argparse.Namespace) -> list[str]:
     await ensure_topics(kafka)
+    await warm_broker(kafka)
     receiver, down = Receiver(), Receiver()
     await receiver.start()
     pacs_port = free_port()
@@ -260,32 +299,43 @@ async def run(kafka: KafkaSettings, home: Path, args: argparse.Namespace) -> lis
         " breaker: {failures: 2, open_seconds: 0.5, max_open_seconds: 1}}\n"
         f"  pacs-{tag}: {{type: dicom, host: 127.0.0.1, port: {pacs_port}, called_ae: STORESCP, concurrency: 4}}\n"
     ))  # fmt: skip
-    rows = []
+    rows: list[str] = []
+    where: list[str] = []
     try:
         forwarder.start()
-        await forwarded(kafka, receiver, messages(50, "W"), f"ehr-{tag}", forwarder)  # everything has run once
-        ref = await direct(receiver, messages(args.messages, "D"), c, home)
-        got = await forwarded(kafka, receiver, messages(args.messages, "F"), f"ehr-{tag}", forwarder)
+        await forwarded(kafka, receiver, messages(args.messages, "W"), f"ehr-{tag}", forwarder)  # everything has run once
+        settled = await quiet({"broker": "kafka.Kafka"})
+        print(f"the broker settled after {settled:.0f} s", file=sys.stderr)
         n = args.messages
-        rows.append(_row("MLLP direct (medroute's client)", f"{c} connections", n, f"{n / ref:,.0f} msg/s", 1.0))
-        rows.append(_row("**MLLP forwarded**", f"concurrency {c}", n, f"**{n / got:,.0f} msg/s**", ref / got))
+        cpu_ref, cpu_got = ArrivalCpu(PROCESSES), ArrivalCpu(PROCESSES)
+        ref = await direct(receiver, messages(n, "D"), c, home, cpu_ref)
+        got = await forwarded(kafka, receiver, messages(n, "F"), f"ehr-{tag}", forwarder, cpu_got)
+        rows.append(_row("MLLP direct (medroute's client)", f"{c} connections", n, f"{n / ref:,.0f} msg/s", 1.0,
+                         cpu_ref, 1000))  # fmt: skip
+        rows.append(_row("**MLLP forwarded**", f"concurrency {c}", n, f"**{n / got:,.0f} msg/s**", ref / got,
+                         cpu_got, 1000))  # fmt: skip
+        where.append(_where("MLLP forwarded", cpu_got, n, 1000))
 
         files = ct_files(home / "ct", args.images)
         blobs = BlobStore(home / "blobs", BLOB_KEY)
         warm = ct_files(home / "ct-warm", 8)
-        await dicom_forwarded(kafka, warm, blobs, forward_dir, f"pacs-{tag}", forwarder)
+        await dicom_forwarded(kafka, warm, blobs, forward_dir, f"pacs-{tag}", forwarder, ArrivalCpu({}))
         n = args.images
+        dicom_direct(files, direct_port, direct_dir, 4, ArrivalCpu({}))  # storescp's first run is the slowest
         for associations, one_study in ((4, False), (1, True)):
             for directory in (direct_dir, forward_dir):
                 shutil.rmtree(directory)
                 directory.mkdir()
-            ref = dicom_direct(files, direct_port, direct_dir, associations)
-            got = await dicom_forwarded(kafka, files, blobs, forward_dir, f"pacs-{tag}", forwarder, one_study)
+            cpu_ref, cpu_got = ArrivalCpu(PROCESSES), ArrivalCpu(PROCESSES)
+            ref = dicom_direct(files, direct_port, direct_dir, associations, cpu_ref)
+            got = await dicom_forwarded(kafka, files, blobs, forward_dir, f"pacs-{tag}", forwarder, cpu_got,
+                                        one_study)  # fmt: skip
             what = "one study, in order" if one_study else f"{associations} associations"
             rows.append(_row("DICOM direct: storescu -> storescp", f"{associations} association"
-                             + "s" * (associations > 1), n, f"{n / ref:,.1f} img/s", 1.0))  # fmt: skip
+                             + "s" * (associations > 1), n, f"{n / ref:,.1f} img/s", 1.0, cpu_ref, 1))  # fmt: skip
             rows.append(_row("**DICOM forwarded** (blob store -> storescp)", what, n, f"**{n / got:,.1f} img/s**",
-                             ref / got))  # fmt: skip
+                             ref / got, cpu_got, 1))  # fmt: skip
+            where.append(_where(f"DICOM forwarded, {what}", cpu_got, n, 1))
 
         await publish_decided(kafka, hl7_decisions(messages(args.backlog, "B"), f"down-{tag}"))
         await asyncio.sleep(3)  # the forwarder has read them and finds the receiver down
@@ -295,18 +345,28 @@ async def run(kafka: KafkaSettings, home: Path, args: argparse.Namespace) -> lis
         drained = time.perf_counter() - started
         n = args.backlog
         rows.append(_row("**backlog drain** (MLLP receiver back after an outage)", f"concurrency {c}", n,
-                         f"**{drained:.1f} s** ({n / drained:,.0f} msg/s)", None))  # fmt: skip
+                         f"**{drained:.1f} s** ({n / drained:,.0f} msg/s)", None, None, 1))  # fmt: skip
     finally:
         forwarder.stop()
         for process in (scp_direct, scp_forward):
             process.terminate()
         await receiver.stop()
         await down.stop()
-    return rows
+    return [*rows, "", "CPU per item from the first arrival to the last, by process:", "", *where]
 
 
-def _row(run: str, parallelism: str, items: int, rate: str, ratio: float | None) -> str:
-    return f"| {run} | {parallelism} | {items} | {rate} | {'-' if ratio is None else f'{ratio:.2f}'} |"
+def _row(run: str, parallelism: str, items: int, rate: str, ratio: float | None, cpu: ArrivalCpu | None,
+         scale: int) -> str:  # fmt: skip
+    """``scale``: 1 for ms per item, 1000 for µs."""
+    used = "-" if cpu is None else f"{cpu.per_item_ms(items)['machine'] * scale:,.{0 if scale > 1 else 2}f}"
+    return f"| {run} | {parallelism} | {items} | {rate} | {'-' if ratio is None else f'{ratio:.2f}'} | {used} |"
+
+
+def _where(run: str, cpu: ArrivalCpu, items: int, scale: int) -> str:
+    unit = "µs" if scale > 1 else "ms"
+    shares = [f"{name} {value * scale:,.{0 if scale > 1 else 2}f}" for name, value in cpu.per_item_ms(items).items()
+              if name != "machine" and value > 0]  # fmt: skip
+    return f"- {run}, {unit} per item: " + ", ".join(shares)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -329,8 +389,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             if broker is not None:
                 broker.stop()
-    print("| run | parallelism | items | rate | ratio to direct |")
-    print("|---|---|---|---|---|")
+    print("| run | parallelism | items | rate | ratio to direct | CPU per item, whole machine (µs MLLP, ms DICOM) |")
+    print("|---|---|---|---|---|---|")
     print("\n".join(rows))
     return 0
 

@@ -278,6 +278,23 @@ def test_network_policies_deny_by_default_and_name_every_peer() -> None:
             assert all(peer.get("ipBlock", {}).get("cidr") != "0.0.0.0/0" for peer in peers)
 
 
+def test_the_forwarders_may_reach_every_destination_of_their_file_and_it_reads_cleanly() -> None:
+    from pipeline.forward.destinations import parse_destinations
+
+    docs = {(doc["kind"], doc["metadata"]["name"]): doc for _, doc in manifests()}
+    text = docs[("ConfigMap", "medroute-destinations")]["data"]["destinations.yaml"]
+    reachable = {(peer["ipBlock"]["cidr"].removesuffix("/32"), port["port"])
+                 for rule in docs[("NetworkPolicy", "medroute-egress-forward-peers")]["spec"]["egress"]
+                 for peer in rule["to"] for port in rule["ports"]}  # fmt: skip
+    destinations = list(parse_destinations(text, "forward.yaml"))
+    assert destinations
+    assert {(d.option("host"), d.option("port")) for d in destinations} <= reachable
+    forward = _containers(docs[("Deployment", "medroute-forward")])[0]
+    mounted = {m["mountPath"] for m in forward["volumeMounts"]}
+    setting = next(env["value"] for env in forward["env"] if env["name"] == "MEDROUTE_DESTINATIONS")
+    assert str(Path(setting).parent) in mounted
+
+
 # --- systemd --------------------------------------------------------------------------------------------
 
 

@@ -42,6 +42,11 @@ class DicomSender:
             process.start_soon()
             self._idle.put_nowait(process)
 
+    async def start(self) -> None:
+        """Wait until every sender process is up (its imports take about a second): a delivery that waited
+        for one would hold its lane. One that cannot start is reported by its first delivery."""
+        await asyncio.gather(*(process.started_quietly() for process in self._all))
+
     async def send(self, item: Item) -> str:
         process = await self._idle.get()
         try:
@@ -70,8 +75,7 @@ class _SenderProcess:
             blob = item.decision.blob or ""
             process.stdin.write(frame((blob, item.data)))
             await process.stdin.drain()
-            (length,) = struct.unpack(">I", await process.stdout.readexactly(4))
-            answer = pickle.loads(await process.stdout.readexactly(length))  # from our own child process
+            answer = await _read_frame(process)
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
             self._kill()
             raise RetryableError("sender_process_ended", f"the sender process ended ({type(exc).__name__})") from None
@@ -89,7 +93,7 @@ class _SenderProcess:
             assert self._starting is not None
             try:
                 self._process = await self._starting
-            except OSError as exc:
+            except (OSError, asyncio.IncompleteReadError) as exc:
                 raise RetryableError("sender_process_failed", f"cannot start: {exc}") from None
             finally:
                 self._starting = None
@@ -102,17 +106,28 @@ class _SenderProcess:
         )  # fmt: skip
         assert process.stdin is not None
         process.stdin.write(frame(self._destination))
+        try:
+            await _read_frame(process)  # ("ready",): imported, and the blob store opened
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            raise
         return process
+
+    async def started_quietly(self) -> None:
+        with contextlib.suppress(RetryableError):
+            await self._started()
 
     def _kill(self) -> None:
         if self._process is not None and self._process.returncode is None:
-            self._process.kill()
+            with contextlib.suppress(ProcessLookupError):  # ended, not yet reaped
+                self._process.kill()
         self._process = None
 
     async def stop(self) -> None:
         """Close its stdin: it releases its association and ends."""
         if self._starting is not None:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, asyncio.IncompleteReadError):
                 self._process = await self._starting
             self._starting = None
         process, self._process = self._process, None
@@ -126,3 +141,9 @@ class _SenderProcess:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             await process.wait()
+
+
+async def _read_frame(process: asyncio.subprocess.Process) -> tuple:
+    assert process.stdout is not None
+    (length,) = struct.unpack(">I", await process.stdout.readexactly(4))
+    return pickle.loads(await process.stdout.readexactly(length))  # from our own child process

@@ -9,8 +9,9 @@ third of what they do apart).
 Protocol, on stdin and stdout (stdout is kept for it; anything printed goes to stderr): frames of a 4-byte
 big-endian length and a pickle. The first frame is the :class:`Destination`; each further frame a request
 ``(blob reference, Part-10 bytes or None)``; each answer ``("ok", outcome)`` or ``(error class name, code,
-detail)``. The process ends when stdin closes (its forwarder stopped or died). An association left unused
-for ``IDLE_RELEASE_SECONDS`` is released: many PACS (storescp among them) serve few at a time.
+detail)``; the first answer, once this process is ready, is ``("ready",)``. The process ends when stdin
+closes (its forwarder stopped or died). An association left unused for ``IDLE_RELEASE_SECONDS`` is
+released: many PACS (storescp among them) serve few at a time.
 """
 
 from __future__ import annotations
@@ -79,6 +80,10 @@ def answer(store: StoreAssociation, blobs: BlobSource | None, reference: str, da
         return ("ok", store.store(data))
     except DeliveryError as exc:
         return (type(exc).__name__, exc.code, exc.detail)
+    except Exception as exc:  # a defect: its message may quote the dataset, so only its type is told
+        log.error("sender_error", destination=store.destination.name, error=type(exc).__name__)
+        store.release()  # in whatever state the defect left it
+        return ("RetryableError", "sender_error", type(exc).__name__)
 
 
 def serve(requests: int, answers: int) -> None:
@@ -91,6 +96,7 @@ def serve(requests: int, answers: int) -> None:
     except BlobError as exc:
         log.error("blob_store_unavailable", destination=destination.name, error=str(exc))
         blobs = None
+    _write_all(answers, frame(("ready",)))
     try:
         while True:
             if store.is_open and not select.select([requests], [], [], IDLE_RELEASE_SECONDS)[0]:

@@ -5,7 +5,8 @@
    other in offset order; lanes run side by side, at most ``concurrency`` deliveries in flight. Lanes
    outlive a fetch: a patient with many messages holds up only their own lane, never the next decisions.
    HL7 records are read with their batch; DICOM blobs ahead of their turn: the next one of each lane while
-   the one before it goes, and up to ``concurrency`` more while every slot is busy.
+   the one before it goes, and up to ``concurrency`` more while every slot is busy (except for a ``dicom``
+   destination, whose sender processes read each blob themselves).
 3. A delivery that fails is retried with exponential backoff and jitter; the breaker holds every delivery
    while the receiver keeps failing; a refusal, or a retryable failure on the last attempt, puts the
    decision on ``forward.deadletter`` with the last error.
@@ -65,7 +66,8 @@ GROUP_PREFIX = "medroute-forward-"
 
 class Sender(Protocol):
     """A destination type's delivery. One whose class sets ``reads_blobs = True`` reads a DICOM item's blob
-    itself and is handed the item unread (``Item.data`` None)."""
+    itself and is handed the item unread (``Item.data`` None); one with an ``async def start()`` is started
+    before its first delivery."""
 
     async def send(self, item: Item) -> str:
         """Deliver one item; returns a short outcome ("AA", "0x0000 as received"); raises DeliveryError."""
@@ -148,6 +150,8 @@ class Forwarder:
 
     async def run(self) -> None:
         """Deliver until :meth:`stop`."""
+        if (start_sender := getattr(self._sender, "start", None)) is not None:
+            await start_sender()
         await self.ledger.start()
         self._consumer = consumer(
             self._kafka,

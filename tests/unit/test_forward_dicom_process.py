@@ -82,3 +82,21 @@ def test_a_store_that_cannot_be_read_is_a_source_outage_not_a_failed_attempt() -
     )
     assert answer(store, None, "sha256:" + "0" * 64, None)[0] == SourceUnavailableError.__name__
     assert not store.is_open  # nothing reached the receiver
+
+
+class DefectiveStore:
+    destination = SimpleNamespace(name="pacs")
+    released = False
+
+    def store(self, data: bytes) -> str:
+        raise KeyError("PatientName=DOE^JANE")  # what a defect's message could quote
+
+    def release(self) -> None:
+        self.released = True
+
+
+def test_a_defect_is_retried_and_told_by_its_type_only(capsys: pytest.CaptureFixture[str]) -> None:
+    store = DefectiveStore()
+    assert answer(store, None, "", b"DICM") == ("RetryableError", "sender_error", "KeyError")  # type: ignore[arg-type]
+    assert store.released
+    assert "DOE" not in capsys.readouterr().err

@@ -73,7 +73,7 @@ class _SenderProcess:
             process = await self._started()
             assert process.stdin is not None and process.stdout is not None
             blob = item.decision.blob or ""
-            process.stdin.write(frame((blob, item.data)))
+            process.stdin.write(frame((blob, item.data, item.next_blob)))
             await process.stdin.drain()
             answer = await _read_frame(process)
         except (asyncio.IncompleteReadError, ConnectionError) as exc:

@@ -230,9 +230,10 @@ class Forwarder:
         try:
             while lane:
                 entry = lane[0]
+                following = lane[1].decision if len(lane) > 1 else None
                 if len(lane) > 1:
                     self._read_ahead(lane[1])
-                entry.done = await self._finish(entry)
+                entry.done = await self._finish(entry, following.blob if following is not None else None)
                 if not entry.done:
                     return
                 lane.popleft()
@@ -246,7 +247,7 @@ class Forwarder:
         if not task.cancelled() and task.exception() is not None and self._crash is None:
             self._crash = task.exception()  # raised by run(): the service restarts this forwarder
 
-    async def _finish(self, entry: _Entry) -> bool:
+    async def _finish(self, entry: _Entry, next_blob: str | None) -> bool:
         decision = entry.decision
         assert decision is not None
         read_ahead = self._take_read_ahead(entry)
@@ -256,7 +257,7 @@ class Forwarder:
                 read_ahead.cancel()
             return True
         try:
-            return await self._deliver(entry.record, decision, read_ahead)
+            return await self._deliver(entry.record, decision, read_ahead, next_blob)
         finally:
             if read_ahead is not None and not read_ahead.done():
                 read_ahead.cancel()  # stopped before its first try
@@ -327,10 +328,15 @@ class Forwarder:
         return decision  # one of a kind this destination does not take is refused in _deliver, with a reason
 
     async def _deliver(
-        self, record: ConsumerRecord, decision: RoutingDecision, read_ahead: asyncio.Task[Item] | None
+        self,
+        record: ConsumerRecord,
+        decision: RoutingDecision,
+        read_ahead: asyncio.Task[Item] | None,
+        next_blob: str | None = None,
     ) -> bool:
         """True when the item is finished (delivered or dead-lettered and in the ledger). ``read_ahead``: its
-        item, if already being read (used by the first try only; a retry reads it again)."""
+        item, if already being read (used by the first try only; a retry reads it again); ``next_blob``: the
+        blob of the item that follows it in its lane, for a sender that reads blobs itself to read ahead."""
         attempt = 0  # attempts that reached the receiver
         tries = 0  # every try, for the backoff while the receiver cannot be reached
         while not self._abort.is_set():
@@ -347,7 +353,7 @@ class Forwarder:
                     reading, read_ahead = read_ahead, None
                     # A blob is read before a slot is free, while the slots are busy with others.
                     item = await (reading or self._items.item(decision)) if staged else None
-                    outcome = await self._send(decision, item)
+                    outcome = await self._send(decision, item, next_blob)
                 except UnreachableError as exc:
                     self.breaker.failure()
                     self._attempt(decision, attempt, "unreachable", exc.code, started)
@@ -383,13 +389,14 @@ class Forwarder:
             await self._pause(self.destination.backoff.delay(max(attempt, tries)))
         return False
 
-    async def _send(self, decision: RoutingDecision, item: Item | None) -> str:
+    async def _send(self, decision: RoutingDecision, item: Item | None, next_blob: str | None) -> str:
         """One attempt at the receiver, in one of the destination's ``concurrency`` slots."""
         async with self._slots:
             self.stats.in_flight += 1
             try:
                 if item is None:  # an HL7 record (in memory already, read with its batch), or a blob left unread
                     item = await self._items.item(decision, with_blob=not self._sender_reads_blobs)
+                    item.next_blob = next_blob
                 async with asyncio.timeout(self.destination.timeout * 2 + 5):
                     return await self._sender.send(item)
             finally:

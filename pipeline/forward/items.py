@@ -73,6 +73,8 @@ class Item:
     # HL7: the message as received; DICOM: the Part-10 file as stored, or None when the sender reads it from
     # the blob store itself (the decision names the blob).
     data: bytes | None = field(repr=False)
+    # For a sender that reads blobs itself: the blob of the item next in this one's lane, to read ahead.
+    next_blob: str | None = None
 
     @property
     def kind(self) -> str:

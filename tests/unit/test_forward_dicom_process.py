@@ -17,7 +17,7 @@ from medroute.sealing import BlobError
 from pipeline.forward.destinations import Destination, parse_destinations
 from pipeline.forward.dicom import DicomSender
 from pipeline.forward.dicom_store import StoreAssociation
-from pipeline.forward.dicom_worker import answer
+from pipeline.forward.dicom_worker import BlobReader, answer
 from pipeline.forward.errors import PermanentError, RetryableError, SourceUnavailableError, UnreachableError
 from pipeline.forward.items import Item
 
@@ -76,11 +76,11 @@ class DownStore:
 
 def test_a_store_that_cannot_be_read_is_a_source_outage_not_a_failed_attempt() -> None:
     store = StoreAssociation(destination(free_port()))
-    assert answer(store, DownStore(), "sha256:" + "0" * 64, None)[:2] == (
+    assert answer(store, BlobReader(DownStore()), "sha256:" + "0" * 64, None, None)[:2] == (
         SourceUnavailableError.__name__,
         "blob_store_unavailable",
     )
-    assert answer(store, None, "sha256:" + "0" * 64, None)[0] == SourceUnavailableError.__name__
+    assert answer(store, BlobReader(None), "sha256:" + "0" * 64, None, None)[0] == SourceUnavailableError.__name__
     assert not store.is_open  # nothing reached the receiver
 
 
@@ -97,6 +97,38 @@ class DefectiveStore:
 
 def test_a_defect_is_retried_and_told_by_its_type_only(capsys: pytest.CaptureFixture[str]) -> None:
     store = DefectiveStore()
-    assert answer(store, None, "", b"DICM") == ("RetryableError", "sender_error", "KeyError")  # type: ignore[arg-type]
+    answered = answer(store, BlobReader(None), "", b"DICM", None)  # type: ignore[arg-type]
+    assert answered == ("RetryableError", "sender_error", "KeyError")
     assert store.released
     assert "DOE" not in capsys.readouterr().err
+
+
+class CountingStore:
+    def __init__(self, failing: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+        self.reads: list[str] = []
+        self.failing = set(failing)
+
+    def get(self, reference: str) -> bytes:
+        self.reads.append(reference)
+        if reference in self.failing:
+            self.failing.discard(reference)  # fails once
+            raise BlobError(f"cannot read blob {reference}: Input/output error")
+        return reference.encode()
+
+
+def test_the_next_blob_of_a_lane_is_read_once_ahead_and_a_wrong_guess_costs_nothing_but_its_read() -> None:
+    store = CountingStore()
+    reader = BlobReader(store)
+    reader.read_ahead("b")
+    assert reader.read("b") == b"b"
+    reader.read_ahead("c")
+    assert reader.read("d") == b"d"  # another process took c's turn
+    assert store.reads.count("b") == 1 and store.reads.count("d") == 1  # c: read ahead, then dropped
+
+
+def test_a_read_ahead_that_failed_is_read_again_and_its_error_is_the_items() -> None:
+    store = CountingStore(failing={"b"})
+    reader = BlobReader(store)
+    reader.read_ahead("b")
+    assert reader.read("b") == b"b"
+    assert store.reads == ["b", "b"]

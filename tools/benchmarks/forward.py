@@ -63,7 +63,8 @@ BLOB_KEY = bytes(range(32))
 
 # Processes whose CPU a forwarded run reports (the first match of each command line counts).
 PROCESSES = {"direct sender": "--send-to", "receiver (MLLP, this process)": "tools.benchmarks.forward",
-             "medroute forward (+ its sender processes)": "pipeline.forward", "broker": "kafka.Kafka",
+             "medroute forward's DICOM sender processes": "pipeline.forward.dicom_worker",
+             "medroute forward": "pipeline.forward", "broker": "kafka.Kafka",
              "receiver (storescp)": "storescp"}  # fmt: skip
 
 

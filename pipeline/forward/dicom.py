@@ -15,13 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import pickle
-import struct
 import sys
 
 from pipeline.forward import errors
 from pipeline.forward.destinations import Destination
-from pipeline.forward.dicom_worker import frame
 from pipeline.forward.errors import RetryableError
+from pipeline.forward.frames import FRAME_LENGTH, frame
 from pipeline.forward.items import Item
 
 _ERRORS: dict[str, type[errors.DeliveryError]] = {
@@ -145,5 +144,5 @@ class _SenderProcess:
 
 async def _read_frame(process: asyncio.subprocess.Process) -> tuple:
     assert process.stdout is not None
-    (length,) = struct.unpack(">I", await process.stdout.readexactly(4))
+    (length,) = FRAME_LENGTH.unpack(await process.stdout.readexactly(FRAME_LENGTH.size))
     return pickle.loads(await process.stdout.readexactly(length))  # from our own child process

@@ -6,8 +6,8 @@ forwarder's process, whose event loop, Kafka clients and other associations woul
 GIL with every image's read, decryption and C-STORE (that sharing had held four associations to about a
 third of what they do apart).
 
-Protocol, on stdin and stdout (stdout is kept for it; anything printed goes to stderr): frames of a 4-byte
-big-endian length and a pickle. The first frame is the :class:`Destination`; each further frame a request
+Protocol, on stdin and stdout (stdout is kept for it; anything printed goes to stderr), in the frames of
+:mod:`pipeline.forward.frames`. The first frame is the :class:`Destination`; each further frame a request
 ``(blob reference, Part-10 bytes or None, the blob of the next image in its lane or None)``; each answer
 ``("ok", outcome)`` or ``(error class name, code, detail)``; the first answer, once this process is ready,
 is ``("ready",)``. The process ends when stdin closes (its forwarder stopped or died). An association left
@@ -18,12 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pickle
 import select
-import struct
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
 
 import structlog
 
@@ -32,37 +29,12 @@ from medroute.logs import configure_logging
 from medroute.sealing import BlobError
 from pipeline.forward.dicom_store import StoreAssociation
 from pipeline.forward.errors import DeliveryError, SourceUnavailableError
+from pipeline.forward.frames import frame, read_frame
 from pipeline.forward.items import BlobSource, read_blob
 
 log = structlog.get_logger(__name__)
 
 IDLE_RELEASE_SECONDS = 2.0
-_LENGTH = struct.Struct(">I")
-
-
-def frame(value: Any) -> bytes:
-    body = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    return _LENGTH.pack(len(body)) + body
-
-
-def read_frame(descriptor: int) -> Any:
-    """The next frame's value, or None at the end of the stream."""
-    header = _read_exactly(descriptor, _LENGTH.size)
-    if header is None:
-        return None
-    body = _read_exactly(descriptor, _LENGTH.unpack(header)[0])
-    return None if body is None else pickle.loads(body)  # from our own parent
-
-
-def _read_exactly(descriptor: int, size: int) -> bytes | None:
-    chunks, missing = [], size
-    while missing:
-        chunk = os.read(descriptor, missing)
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        missing -= len(chunk)
-    return b"".join(chunks)
 
 
 def _write_all(descriptor: int, data: bytes) -> None:

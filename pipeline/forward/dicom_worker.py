@@ -10,8 +10,9 @@ Protocol, on stdin and stdout (stdout is kept for it; anything printed goes to s
 :mod:`pipeline.forward.frames`. The first frame is the :class:`Destination`; each further frame a request
 ``(blob reference, Part-10 bytes or None, the blob of the next image in its lane or None)``; each answer
 ``("ok", outcome)`` or ``(error class name, code, detail)``; the first answer, once this process is ready,
-is ``("ready",)``. The process ends when stdin closes (its forwarder stopped or died). An association left
-unused for ``IDLE_RELEASE_SECONDS`` is released: many PACS (storescp among them) serve few at a time.
+is ``("ready",)``. The process ends when stdin closes (its forwarder stopped or died), on no signal but
+SIGKILL. An association left unused for ``IDLE_RELEASE_SECONDS`` is released: many PACS (storescp among
+them) serve few at a time.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import signal
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -112,6 +114,10 @@ def serve(requests: int, answers: int) -> None:
 
 
 def main() -> int:
+    # The forwarder ends this process (by closing stdin) once its deliveries are over: a Ctrl-C or a SIGTERM
+    # sent to the whole process group or cgroup must not cut a C-STORE short, nor print a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     configure_logging("forward")
     answers = os.dup(sys.stdout.fileno())
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray print must not break the protocol

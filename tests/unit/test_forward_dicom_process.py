@@ -132,3 +132,19 @@ def test_a_read_ahead_that_failed_is_read_again_and_its_error_is_the_items() -> 
     reader.read_ahead("b")
     assert reader.read("b") == b"b"
     assert store.reads == ["b", "b"]
+
+
+async def test_a_signal_to_the_process_group_leaves_the_sender_to_its_forwarder(blob: str) -> None:
+    sender = DicomSender(destination(free_port()))
+    try:
+        await sender.start()
+        process = sender._all[0]._process
+        assert process is not None
+        for signum in (signal.SIGINT, signal.SIGTERM):  # a Ctrl-C in a terminal, systemd's stop of the cgroup
+            os.kill(process.pid, signum)
+        with pytest.raises(UnreachableError):  # still serving
+            await sender.send(unread(blob))
+        assert sender._all[0]._process is process
+    finally:
+        await sender.close()  # closing stdin ends it
+    assert process.returncode == 0

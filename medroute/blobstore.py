@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from medroute.config import BLOB_DIR, BLOB_URL, home_dir
+from medroute.fileio import fsync_directory, write_all
 from medroute.sealing import (
     KEY_MARK_BYTES,
     PREFIX,
@@ -93,12 +94,12 @@ class BlobStore:
             temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
             descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
-                seal(self._keys.current, reference, parts, lambda chunk: _write_all(descriptor, chunk))
+                seal(self._keys.current, reference, parts, lambda chunk: write_all(descriptor, chunk))
                 os.fsync(descriptor)
             finally:
                 os.close(descriptor)
             os.replace(temporary, path)
-            _fsync_directory(path.parent)
+            fsync_directory(path.parent)
         except OSError as exc:
             raise BlobError(f"cannot store blob under {self.root}: {exc.strerror or type(exc).__name__}") from exc
 
@@ -134,17 +135,3 @@ class BlobStore:
             raise BlobError(f"cannot read blob {reference}: {exc.strerror or type(exc).__name__}") from exc
         self._write_sealed(path, reference, (self.get(reference),))
         return True
-
-
-def _write_all(descriptor: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(descriptor, view) :]
-
-
-def _fsync_directory(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

@@ -32,6 +32,7 @@ from formats.dicom import cstore
 from formats.dicom.association import release_association, tune_association
 from formats.dicom.cstore import dataset_offset
 from formats.dicom.file_meta import FileMeta, read_file_meta
+from medroute.fileio import write_all
 from pipeline.forward.destinations import Destination
 from pipeline.forward.errors import PermanentError, RetryableError, UnreachableError
 from pipeline.forward.items import dicom_meta
@@ -196,9 +197,7 @@ def _memory_file(data: bytes) -> Iterator[Path]:
     """The Part-10 bytes as a file that lives only in memory (the decrypted dataset never touches disk)."""
     descriptor = os.memfd_create("medroute-cstore", os.MFD_CLOEXEC)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(descriptor, view) :]
+        write_all(descriptor, data)
         yield Path(f"/proc/self/fd/{descriptor}")
     finally:
         os.close(descriptor)

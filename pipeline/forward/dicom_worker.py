@@ -27,6 +27,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import structlog
 
 from medroute import blobstore
+from medroute.fileio import write_all
 from medroute.logs import configure_logging
 from medroute.sealing import BlobError
 from pipeline.forward.dicom_store import StoreAssociation
@@ -37,12 +38,6 @@ from pipeline.forward.items import BlobSource, read_blob
 log = structlog.get_logger(__name__)
 
 IDLE_RELEASE_SECONDS = 2.0
-
-
-def _write_all(descriptor: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(descriptor, view) :]
 
 
 class BlobReader:
@@ -99,7 +94,7 @@ def serve(requests: int, answers: int) -> None:
         log.error("blob_store_unavailable", destination=destination.name, error=str(exc))
         blobs = None
     reader = BlobReader(blobs)
-    _write_all(answers, frame(("ready",)))
+    write_all(answers, frame(("ready",)))
     try:
         while True:
             if store.is_open and not select.select([requests], [], [], IDLE_RELEASE_SECONDS)[0]:
@@ -108,7 +103,7 @@ def serve(requests: int, answers: int) -> None:
             request = read_frame(requests)
             if request is None:
                 return
-            _write_all(answers, frame(answer(store, reader, *request)))
+            write_all(answers, frame(answer(store, reader, *request)))
     finally:
         store.release()
 

@@ -13,6 +13,7 @@ import os
 import secrets
 from pathlib import Path
 
+from medroute.fileio import fsync_directory, write_all
 from pipeline.forward.destinations import Destination
 from pipeline.forward.errors import PermanentError, RetryableError
 from pipeline.forward.items import Item
@@ -36,18 +37,12 @@ class FolderSender:
             temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
             descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(descriptor, view) :]
+                write_all(descriptor, data)
                 os.fsync(descriptor)
             finally:
                 os.close(descriptor)
             os.replace(temporary, path)
-            directory = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
+            fsync_directory(path.parent)
         except PermissionError as exc:
             raise PermanentError("permission_denied", str(exc)) from None
         except OSError as exc:  # a full or unmounted disk may come back

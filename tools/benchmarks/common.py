@@ -308,15 +308,21 @@ def decided_item(record: Hl7Record | DicomRecord, destinations: list[str], rule:
 
 
 async def answer_each_frame(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, answer: Callable[[bytes], bytes]
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    answer: Callable[[bytes], bytes],
+    delay: float = 0.0,
 ) -> None:
     """A minimal MLLP receiver's connection (benchmarks, soak): each framed message gets ``answer(message)``,
-    an already framed ACK, until the sender closes."""
+    an already framed ACK, ``delay`` seconds after it came (an EHR that commits before it acknowledges),
+    until the sender closes."""
     decoder = MllpDecoder()
     try:
         while data := await reader.read(65536):
             for event in decoder.feed(data):
                 if isinstance(event, Frame):
+                    if delay:
+                        await asyncio.sleep(delay)
                     writer.write(answer(event.payload))
             await writer.drain()
     except (ConnectionError, IndexError):  # IndexError: an answer could not read a message's MSH-10

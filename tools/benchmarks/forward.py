@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import shutil
 import subprocess
@@ -90,18 +89,7 @@ class Receiver:
             self.server = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if not self.ack_delay:
-            await answer_each_frame(reader, writer, self._answer)
-            return
-        decoder = MllpDecoder()
-        with contextlib.suppress(ConnectionError, asyncio.CancelledError):
-            while data := await reader.read(65536):
-                for event in decoder.feed(data):
-                    if isinstance(event, Frame):
-                        await asyncio.sleep(self.ack_delay)
-                        writer.write(self._answer(event.payload))
-                await writer.drain()
-        writer.close()
+        await answer_each_frame(reader, writer, self._answer, self.ack_delay)
 
     def _answer(self, message: bytes) -> bytes:
         control = read_lenient(message.decode("latin-1")).header.control_id.encode()
@@ -395,15 +383,20 @@ async def run(kafka: KafkaSettings, home: Path, args: argparse.Namespace) -> lis
 def _row(run: str, parallelism: str, items: int, rate: str, ratio: float | None, cpu: ArrivalCpu | None,
          scale: int) -> str:  # fmt: skip
     """``scale``: 1 for ms per item, 1000 for µs."""
-    used = "-" if cpu is None else f"{cpu.per_item_ms(items)['machine'] * scale:,.{0 if scale > 1 else 2}f}"
+    used = "-" if cpu is None else _cpu_figure(cpu.per_item_ms(items)["machine"], scale)
     return f"| {run} | {parallelism} | {items} | {rate} | {'-' if ratio is None else f'{ratio:.2f}'} | {used} |"
 
 
 def _where(run: str, cpu: ArrivalCpu, items: int, scale: int) -> str:
     unit = "µs" if scale > 1 else "ms"
-    shares = [f"{name} {value * scale:,.{0 if scale > 1 else 2}f}" for name, value in cpu.per_item_ms(items).items()
+    shares = [f"{name} {_cpu_figure(value, scale)}" for name, value in cpu.per_item_ms(items).items()
               if name != "machine" and value > 0]  # fmt: skip
     return f"- {run}, {unit} per item: " + ", ".join(shares)
+
+
+def _cpu_figure(milliseconds: float, scale: int) -> str:
+    """Whole µs (``scale`` 1000), or ms with two decimals (``scale`` 1)."""
+    return f"{milliseconds * scale:,.0f}" if scale > 1 else f"{milliseconds:,.2f}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -229,11 +229,11 @@ class Forwarder:
         (stop, rebalance), leaving it and the rest to :meth:`_halt`."""
         try:
             while lane:
-                entry = lane[0]
-                following = lane[1].decision if len(lane) > 1 else None
-                if len(lane) > 1:
-                    self._read_ahead(lane[1])
-                entry.done = await self._finish(entry, following.blob if following is not None else None)
+                entry, following = lane[0], (lane[1] if len(lane) > 1 else None)
+                if following is not None:
+                    self._read_ahead(following)
+                next_blob = following.decision.blob if following is not None and following.decision else None
+                entry.done = await self._finish(entry, next_blob)
                 if not entry.done:
                     return
                 lane.popleft()

@@ -87,7 +87,7 @@ def seconds_by_command(names: dict[str, str]) -> dict[str, float]:
     """CPU seconds so far of every process whose command line contains one of ``names``' values (its own
     and that of the children it has reaped), summed under the matching key; the first match counts."""
     totals = dict.fromkeys(names, 0.0)
-    for entry in Path("/proc").iterdir():
+    for entry in Path("/proc").iterdir() if names else ():  # nothing named: no scan in the middle of a run
         if not entry.name.isdigit():
             continue
         try:

@@ -4,6 +4,8 @@ metrics endpoint: Prometheus text)."""
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from web.users import Accounts, Role, add_token
 
 def _app_and_token() -> tuple[object, str]:
     directory = Path(tempfile.mkdtemp(prefix="medroute-schemathesis-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)  # made at collection, for the whole session
     token = add_token(directory / "tokens", "schemathesis", Role.admin)
     settings = web_settings(directory / "users", directory / "tokens", max_upload=256 * 1024)
     services = build_services(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -163,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         listener.stop()
         if broker is not None:
             broker.stop()
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

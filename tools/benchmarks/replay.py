@@ -29,6 +29,7 @@ import asyncio
 import os
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -220,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if broker is not None:
             broker.stop()
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

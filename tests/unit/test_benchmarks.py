@@ -11,7 +11,7 @@ import pytest
 from formats.hl7.record import record_of_bytes
 from pipeline.extract import extract_text
 from tools.benchmarks import decide
-from tools.benchmarks.common import CpuMeter, MessageSource, percentile, with_note
+from tools.benchmarks.common import CpuMeter, MessageSource, percentile, scratch_and_broker, with_note
 
 
 def test_messages_are_unique_and_read_as_the_listener_reads_them() -> None:
@@ -46,6 +46,15 @@ def test_percentile_and_cpu_meter() -> None:
     sum(range(200_000))
     cpu = meter.read()
     assert set(cpu) == {"self", "bench"} and cpu["bench"] >= 0
+
+
+def test_a_benchmarks_scratch_directory_is_removed_even_when_it_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEDROUTE_KAFKA_BOOTSTRAP", "kafka.example:9092")  # a named cluster: no local broker
+    with pytest.raises(RuntimeError), scratch_and_broker("medroute-test-scratch-") as (work, broker, bootstrap):
+        assert broker is None and bootstrap == "kafka.example:9092"
+        (work / "data").write_bytes(b"x" * 1024)
+        raise RuntimeError("the benchmark failed")
+    assert not work.exists()
 
 
 def test_decide_benchmark_reports_both_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

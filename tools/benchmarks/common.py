@@ -10,11 +10,13 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from pipeline.dicom_feed import order_key as dicom_order_key
 from pipeline.hl7_feed import order_key as hl7_order_key
 from pipeline.outcomes import Decided
 from pipeline.publish import forwardable
+from shell.broker import LocalBroker, broker_unless_configured
 from shell.samples import sample_messages
 
 # The broker's JVM needs some 20,000 requests before its hot paths are compiled (its send rate
@@ -191,6 +194,22 @@ def terminate_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started in the background by a shell script
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@contextlib.contextmanager
+def scratch_and_broker(prefix: str) -> Iterator[tuple[Path, LocalBroker | None, str]]:
+    """A scratch directory for one benchmark run and the Kafka it measures against (``broker_unless_configured``:
+    a local broker in that directory unless ``MEDROUTE_KAFKA_BOOTSTRAP`` names one); yields (directory, the local
+    broker or None, bootstrap). At the end the broker is stopped and the directory removed."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    broker = None
+    try:
+        broker, bootstrap = broker_unless_configured(work / "kafka")
+        yield work, broker, bootstrap
+    finally:
+        if broker is not None:
+            broker.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 async def raw_send_and_wait(

@@ -20,7 +20,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +34,8 @@ from medroute.config import DICOM_INBOUND, KafkaSettings, child_environment
 from medroute.kafka.client import reader_of
 from medroute.kafka.topics import ensure_topics
 from medroute.ports import free_port, wait_for_port
-from shell.broker import broker_unless_configured
-from tools.benchmarks.common import cpu_seconds, warm_broker
+from shell.broker import LocalBroker
+from tools.benchmarks.common import cpu_seconds, scratch_and_broker, warm_broker
 
 CALLED = "MEDROUTE"
 
@@ -134,8 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     if not shutil.which("storescu") or not shutil.which("storescp"):
         raise SystemExit("DCMTK's storescu and storescp are needed (apt-get install dcmtk)")
 
-    work = Path(tempfile.mkdtemp(prefix="medroute-bench-dicom-"))
-    broker, bootstrap = broker_unless_configured(work / "kafka")
+    with scratch_and_broker("medroute-bench-dicom-") as (work, broker, bootstrap):
+        _measure(args, work, broker, bootstrap)
+    return 0
+
+
+def _measure(args: argparse.Namespace, work: Path, broker: LocalBroker | None, bootstrap: str) -> None:
     settings = KafkaSettings(bootstrap=bootstrap)
     asyncio.run(ensure_topics(settings))
     listener_port, scp_port = free_port(), free_port()
@@ -199,10 +202,6 @@ def main(argv: list[str] | None = None) -> int:
         for process in (listener, storescp):
             process.terminate()
             process.wait(timeout=30)
-        if broker is not None:
-            broker.stop()
-        shutil.rmtree(work, ignore_errors=True)
-    return 0
 
 
 if __name__ == "__main__":

@@ -53,9 +53,16 @@ from medroute.kafka.topics import ensure_topics
 from medroute.ports import free_port, wait_for_port
 from medroute.records import DicomRecord, new_id
 from pipeline.outcomes import Decided
-from shell.broker import broker_unless_configured
 from shell.samples import sample_messages
-from tools.benchmarks.common import ArrivalCpu, answer_each_frame, decided_item, publish_decided, quiet, warm_broker
+from tools.benchmarks.common import (
+    ArrivalCpu,
+    answer_each_frame,
+    decided_item,
+    publish_decided,
+    quiet,
+    scratch_and_broker,
+    warm_broker,
+)
 
 BLOB_KEY = bytes(range(32))
 
@@ -413,14 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.send_to:
         eventloop.run(send_stream(args.send_to, args.stream, args.connections))  # the loop medroute runs on
         return 0
-    with tempfile.TemporaryDirectory(prefix="medroute-bench-forward-") as tmp:
-        home = Path(tmp)
-        broker, bootstrap = broker_unless_configured(home / "kafka")
-        try:
-            rows = asyncio.run(run(KafkaSettings(bootstrap=bootstrap), home, args))
-        finally:
-            if broker is not None:
-                broker.stop()
+    with scratch_and_broker("medroute-bench-forward-") as (home, _, bootstrap):
+        rows = asyncio.run(run(KafkaSettings(bootstrap=bootstrap), home, args))
     print("| run | parallelism | items | rate | ratio to direct | CPU per item, whole machine (µs MLLP, ms DICOM) |")
     print("|---|---|---|---|---|---|")
     print("\n".join(rows))

@@ -14,10 +14,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,9 +26,16 @@ from medroute import eventloop
 from medroute.config import KafkaSettings
 from medroute.kafka.topics import ensure_topics
 from medroute.ports import free_port, wait_for_port
-from shell.broker import broker_unless_configured
+from shell.broker import LocalBroker
 from shell.samples import sample_messages
-from tools.benchmarks.common import BROKER_WARM_UP_SENDS, Child, CpuMeter, percentile, raw_send_and_wait
+from tools.benchmarks.common import (
+    BROKER_WARM_UP_SENDS,
+    Child,
+    CpuMeter,
+    percentile,
+    raw_send_and_wait,
+    scratch_and_broker,
+)
 
 
 @dataclass
@@ -110,9 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paced-seconds", type=float, default=10.0)
     parser.add_argument("--listener-processes", type=int, default=1, help="MEDROUTE_MLLP_PROCESSES")
     args = parser.parse_args(argv)
+    with scratch_and_broker("medroute-bench-mllp-") as (work, broker, bootstrap):
+        _measure(args, work, broker, bootstrap)
+    return 0
 
-    work = Path(tempfile.mkdtemp(prefix="medroute-bench-"))
-    broker, bootstrap = broker_unless_configured(work / "kafka")
+
+def _measure(args: argparse.Namespace, work: Path, broker: LocalBroker | None, bootstrap: str) -> None:
     settings = KafkaSettings(bootstrap=bootstrap)
     asyncio.run(ensure_topics(settings))
     port = free_port()
@@ -162,10 +170,6 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(rows))
     finally:
         listener.stop()
-        if broker is not None:
-            broker.stop()
-        shutil.rmtree(work, ignore_errors=True)
-    return 0
 
 
 if __name__ == "__main__":

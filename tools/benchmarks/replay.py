@@ -29,10 +29,8 @@ import asyncio
 import os
 import re
 import resource
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -43,8 +41,7 @@ from medroute.config import DICOM_INBOUND, HL7_INBOUND, REPO_ROOT, KafkaSettings
 from medroute.kafka.client import consumer, durable_producer, topic_partitions
 from medroute.kafka.topics import ensure_topics
 from medroute.records import DicomRecord, Hl7Record, utc_now
-from shell.broker import broker_unless_configured
-from tools.benchmarks.common import MessageSource
+from tools.benchmarks.common import MessageSource, scratch_and_broker
 
 Spans = dict[int, tuple[int, int]]
 BLOB_KEY = bytes(range(32))  # the benchmark's own store
@@ -209,19 +206,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args(argv)
 
-    work = Path(tempfile.mkdtemp(prefix="medroute-bench-replay-"))
-    broker, bootstrap = broker_unless_configured(work / "kafka")
-    settings = KafkaSettings(bootstrap=bootstrap)
-    try:
+    with scratch_and_broker("medroute-bench-replay-") as (work, _, bootstrap):
+        settings = KafkaSettings(bootstrap=bootstrap)
         asyncio.run(ensure_topics(settings))
         if args.messages:
             hl7_part(settings, work, args)
         if args.images:
             dicom_part(settings, work, args)
-    finally:
-        if broker is not None:
-            broker.stop()
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -227,7 +227,8 @@ def _run(
     )
     print(f"web UI and API on http://127.0.0.1:{web_port} ({login})", flush=True)
     print(f"forwarded items arrive in {home_dir() / 'sample-pacs'} and {home_dir() / 'outbox'}; "
-          "`medroute forward status` shows each destination", flush=True)  # fmt: skip
+          f"each destination: http://127.0.0.1:{web_port}/destinations or `medroute forward status`",
+          flush=True)  # fmt: skip
     if samples:
         print(f"sending {samples} sample HL7 messages ...", flush=True)
         asyncio.run(send_samples(samples, "127.0.0.1", mllp_port))

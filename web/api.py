@@ -11,6 +11,8 @@ import json
 import time
 from typing import Annotated, Any, Literal
 
+import structlog
+from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
@@ -20,6 +22,7 @@ from medroute.logs import hash_id
 from medroute.records import AuditEvent, Feedback
 from models.bundle import BundleError, load_manifest
 from models.registry import find_bundle, list_bundles
+from pipeline.forward.status import pending_counts, status_row
 from tools.operations.promote import promotion_for, publish
 from web import metrics
 from web.auth import AuthError
@@ -32,6 +35,8 @@ from web.users import Account, Role
 router = APIRouter(prefix="/api")
 ACTOR = "web"
 KEEPALIVE_SECONDS = 15.0
+PENDING_TIMEOUT = 5.0  # a console page should not hang on a broker that does not answer
+log = structlog.get_logger(__name__)
 Task = Literal["auto", "text_classification", "image_classification"]
 
 
@@ -330,6 +335,24 @@ async def audit(
     limit: Annotated[int, Query(ge=1, le=5000)] = 200,
 ) -> list[dict[str, Any]]:
     return svc.live.audit_events(action, limit)
+
+
+@router.get("/destinations", summary="Each destination's forwarding: delivered, pending, retrying, breaker")
+async def destinations(svc: Svc, _: Viewer) -> list[dict[str, Any]]:
+    return await destination_rows(svc)
+
+
+async def destination_rows(svc: Services) -> list[dict[str, Any]]:
+    """Every destination whose forwarder has reported, from the followed snapshots; ``pending`` is asked of
+    Kafka now (None when it cannot be: no Kafka, or it did not answer)."""
+    snapshots = dict(svc.live.destinations)
+    pending: dict[str, int | None] = {}
+    if svc.kafka is not None and snapshots:
+        try:
+            pending = await asyncio.wait_for(pending_counts(svc.kafka, sorted(snapshots)), PENDING_TIMEOUT)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            log.warning("destination_pending_unavailable", error=type(exc).__name__)
+    return [status_row(name, snapshots[name], pending.get(name)) for name in sorted(snapshots)]
 
 
 def login_keys(request: Request, name: str) -> tuple[str, str]:

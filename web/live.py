@@ -8,7 +8,8 @@ Read without a consumer group (nothing is committed, the worker's group is untou
 * ``feedback``: all of it (reviewers' answers: an answered item leaves the review queue);
 * ``hl7.inbound`` and ``dicom.inbound``: where each recent record sits (message id -> topic, partition,
   offset; nothing else is kept), so that a reviewer can open the item a decision is about;
-* ``medroute.control``: promotions, so that the API classifies with the model the workers run.
+* ``medroute.control``: promotions, so that the API classifies with the model the workers run;
+* ``forward.status``: all of it (compacted): each destination's latest snapshot from its forwarder.
 
 When Kafka goes away the follower reconnects by itself and starts over; ``/readyz`` says so meanwhile.
 """
@@ -30,6 +31,7 @@ from medroute.config import (
     CONTROL,
     DICOM_INBOUND,
     FEEDBACK,
+    FORWARD_STATUS,
     HL7_INBOUND,
     ROUTING_DECISIONS,
     KafkaSettings,
@@ -41,8 +43,8 @@ from medroute.records import DicomRecord, Feedback, Hl7Record, ModelPromotion
 log = structlog.get_logger(__name__)
 
 REVIEW_DESTINATION = "review-queue"
-FOLLOWED = (ROUTING_DECISIONS, AUDIT_EVENTS, FEEDBACK, HL7_INBOUND, DICOM_INBOUND, CONTROL)
-FROM_BEGINNING = frozenset({FEEDBACK, CONTROL})
+FOLLOWED = (ROUTING_DECISIONS, AUDIT_EVENTS, FEEDBACK, HL7_INBOUND, DICOM_INBOUND, CONTROL, FORWARD_STATUS)
+FROM_BEGINNING = frozenset({FEEDBACK, CONTROL, FORWARD_STATUS})
 RETRY_SECONDS = 2.0
 SUBSCRIBER_QUEUE = 256
 _ID_PREFIX = b'{"message_id":"'  # records are written with message_id first (medroute.records)
@@ -85,6 +87,7 @@ class Live:
         self.audit: deque[dict[str, Any]] = deque(maxlen=self.recent)
         self.feedback: dict[str, dict[str, Any]] = {}
         self.locations: OrderedDict[str, tuple[str, int, int]] = OrderedDict()
+        self.destinations: dict[str, dict[str, Any]] = {}  # destination -> its forwarder's latest snapshot
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -160,6 +163,8 @@ class Live:
             self.audit.append(value)
         elif topic == FEEDBACK and isinstance(value.get("message_id"), str):
             self.feedback[value["message_id"]] = value
+        elif topic == FORWARD_STATUS and record.key and isinstance(value.get("at"), int | float):
+            self.destinations[record.key.decode("utf-8", "replace")] = value
         elif topic == CONTROL and self.on_promotion is not None:
             try:
                 promotion = ModelPromotion.from_dict(value)

@@ -1,4 +1,5 @@
-"""The server-rendered pages: classify, live view, review queue, audit log, models, replay diffs, login.
+"""The server-rendered pages: classify, live view, review queue, destinations, audit log, models, replay diffs,
+login.
 
 Every form carries the CSRF token (:mod:`web.csrf`); every page shows who is logged in and, when
 authentication is off, a banner that says so. URLs carry medroute's own random message and replay ids,
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Annotated, Any
@@ -22,7 +24,7 @@ from medroute.config import home_dir
 from medroute.logs import hash_id
 from medroute.records import AuditEvent
 from web import metrics
-from web.api import answer_item, labels_of, login_keys, model_list, promote_model
+from web.api import answer_item, destination_rows, labels_of, login_keys, model_list, promote_model
 from web.auth import SESSION_COOKIE, AuthError
 from web.classify import ClassifyError
 from web.services import Services, services
@@ -182,6 +184,13 @@ async def review_answer(
     check_form(request, svc, csrf_token)
     await answer_item(svc, message_id, label, account)
     return RedirectResponse("/review", status_code=303)
+
+
+@router.get("/destinations")
+async def destinations_page(request: Request, svc: Svc) -> HTMLResponse:
+    page_account(request, svc, Role.viewer)
+    rows = await destination_rows(svc)
+    return render(request, svc, "destinations.html", rows=rows, connected=svc.live.connected, now=time.time())
 
 
 @router.get("/audit")

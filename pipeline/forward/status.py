@@ -51,47 +51,65 @@ async def read_snapshots(kafka: KafkaSettings) -> dict[str, dict[str, Any]]:
         await reader.stop()
 
 
-async def pending(kafka: KafkaSettings, destination: str) -> int | None:
-    """Decisions the destination's group has not passed yet (None: the group never committed)."""
+async def pending_counts(kafka: KafkaSettings, names: list[str]) -> dict[str, int | None]:
+    """Per destination, the decisions its group has not passed yet (None: the group never committed)."""
     partitions = await topic_partitions(kafka, ROUTING_DECISIONS)
     admin = AIOKafkaAdminClient(**connection_kwargs(kafka))
     await admin.start()
     try:
-        committed = await admin.list_consumer_group_offsets(group_id(destination))
+        committed = {name: await admin.list_consumer_group_offsets(group_id(name)) for name in names}
     finally:
         await admin.close()
-    if not committed:
-        return None
     reader = consumer(kafka)
     await reader.start()
     try:
         ends = await reader.end_offsets(partitions)
     finally:
         await reader.stop()
-    return sum(end - (committed[tp].offset if tp in committed and committed[tp].offset >= 0 else 0)
-               for tp, end in ends.items())  # fmt: skip
+    counts: dict[str, int | None] = {}
+    for name, offsets in committed.items():
+        counts[name] = None if not offsets else sum(
+            end - (offsets[tp].offset if tp in offsets and offsets[tp].offset >= 0 else 0) for tp, end in ends.items()
+        )  # fmt: skip
+    return counts
 
 
-async def status_rows(kafka: KafkaSettings, names: list[str]) -> list[dict[str, Any]]:
-    snapshots = await read_snapshots(kafka)
-    rows = []
-    for name in sorted(names or snapshots):  # the file's destinations, or every one that reported
-        snap = snapshots.get(name, {})
-        age = time.time() - snap["at"] if snap else None
-        rows.append(
-            {
-                "destination": name,
-                "type": snap.get("type", "-"),
-                "running": age is not None and age < STALE_SECONDS and not snap.get("stopped"),
-                "delivered": snap.get("delivered", 0),
-                "pending": await pending(kafka, name),
-                "retrying": snap.get("retrying", 0),
-                "dead_lettered": snap.get("dead_lettered", 0),
-                "breaker": snap.get("breaker", "-"),
-                "last_error": snap.get("last_error"),
-            }
-        )
-    return rows
+def status_row(name: str, snap: dict[str, Any], pending: int | None, now: float | None = None) -> dict[str, Any]:
+    """One destination as ``medroute forward status`` and the web console show it. ``state``: running,
+    stopped (its forwarder said so), silent (no snapshot for ``STALE_SECONDS``: killed, or cut off from Kafka)
+    or unknown (never reported)."""
+    age = (now or time.time()) - snap["at"] if snap else None
+    if age is None:
+        state = "unknown"
+    elif snap.get("stopped"):
+        state = "stopped"
+    else:
+        state = "running" if age < STALE_SECONDS else "silent"
+    return {
+        "destination": name,
+        "type": snap.get("type", "-"),
+        "state": state,
+        "delivered": snap.get("delivered", 0),
+        "pending": pending,
+        "retrying": snap.get("retrying", 0),
+        "dead_lettered": snap.get("dead_lettered", 0),
+        "breaker": snap.get("breaker", "-"),
+        "last_error": snap.get("last_error"),
+        "last_delivered_at": snap.get("last_delivered_at"),
+        "reported_at": snap.get("at"),
+    }
+
+
+async def status_rows(
+    kafka: KafkaSettings, names: list[str], snapshots: dict[str, dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """The file's destinations (``names``), or every one that reported; ``snapshots``: as already followed
+    (the web server's), else read from ``forward.status`` now."""
+    if snapshots is None:
+        snapshots = await read_snapshots(kafka)
+    listed = sorted(names or snapshots)
+    pending = await pending_counts(kafka, listed)
+    return [status_row(name, snapshots.get(name, {}), pending[name]) for name in listed]
 
 
 def format_rows(rows: list[dict[str, Any]]) -> str:
@@ -101,7 +119,7 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         pending_text = "-" if row["pending"] is None else str(row["pending"])
         lines.append(
-            f"{row['destination']:<22} {row['type']:<7} {'running' if row['running'] else 'stopped':<8} "
+            f"{row['destination']:<22} {row['type']:<7} {row['state']:<8} "
             f"{row['delivered']:>9} {pending_text:>8} {row['retrying']:>8} {row['dead_lettered']:>6} "
             f"{row['breaker']:<9} {row['last_error'] or '-'}"
         )

@@ -15,9 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
 from medroute.config import AUDIT_EVENTS, FORWARD_DEADLETTER, KafkaSettings
 from medroute.ports import free_port
+from pipeline.settings import WorkerSettings
+from pipeline.worker import load_startup
 from shell import health
 from tests.integration.forward_peers import (
     Hl7Receiver,
@@ -29,6 +32,9 @@ from tests.integration.forward_peers import (
 )
 from tests.integration.processes import ChildProcess
 from tests.integration.topic_reading import read_topic_sync
+from tests.web.conftest import web_settings
+from web.app import build_services, create_app
+from web.users import Accounts, Role, add_token
 
 OUTAGE_SECONDS = 30.0
 DESTINATIONS = """\
@@ -223,3 +229,35 @@ def test_health_of_the_running_forwarder(module: Module, monkeypatch: pytest.Mon
     """`medroute health forward` (a container's HEALTHCHECK) reads the heartbeat its main loop keeps."""
     monkeypatch.setenv("MEDROUTE_HOME", str(module.home))
     assert wait_until(lambda: health.main(["forward"]) == 0, 30), module.forwarder.log()[-3000:]
+
+
+def test_the_web_console_shows_each_destination(module: Module, tmp_path: Path) -> None:
+    """The web server follows the forwarders' snapshots and asks Kafka what each destination still has to pass."""
+    token = add_token(tmp_path / "tokens", "console", Role.viewer)
+    accounts = Accounts.load(tmp_path / "users", tmp_path / "tokens")
+    settings = web_settings(tmp_path / "users", tmp_path / "tokens")
+    services = build_services(settings, load_startup(WorkerSettings()), accounts, module.kafka)
+    ok, ae = f"ehr-{module.tag}", f"ehr-ae-{module.tag}"
+    with TestClient(create_app(services)) as client:
+
+        def rows() -> dict[str, dict]:
+            answer = client.get("/api/destinations", headers={"Authorization": f"Bearer {token}"})
+            return {row["destination"]: row for row in answer.json()}
+
+        assert wait_until(lambda: {ok, ae, f"ehr-down-{module.tag}"} <= set(rows()), 30), rows()
+        delivered, dead = rows()[ok]["delivered"], rows()[ae]["dead_lettered"]
+        publish_sync(module.kafka, [hl7_decision(raw, [ok]) for raw in messages(6, 2, start=700)])
+        publish_sync(module.kafka, [hl7_decision(raw, [ae]) for raw in messages(2, 1, start=800)])
+
+        def settled() -> bool:
+            now = rows()
+            return (now[ok]["delivered"] >= delivered + 6 and now[ok]["pending"] == 0
+                    and now[ae]["dead_lettered"] >= dead + 2 and now[ae]["pending"] == 0)  # fmt: skip
+
+        assert wait_until(settled, 60), rows()
+        now = rows()
+        assert (now[ok]["state"], now[ok]["type"], now[ok]["breaker"]) == ("running", "mllp", "closed")
+        assert now[ae]["last_error"] == "AE"
+        page = client.get("/destinations", headers={"Authorization": f"Bearer {token}"}).text
+        assert f'data-destination="{ok}"' in page and f'data-destination="{ae}"' in page
+

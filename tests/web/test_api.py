@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -208,3 +209,22 @@ def test_health_ready_metrics_openapi(client: TestClient) -> None:
     body = schema["paths"]["/api/classify"]["post"]["requestBody"]["content"]
     assert {"multipart/form-data", "application/json"} <= set(body)
     assert client.get("/docs").status_code == 404  # Swagger UI would load scripts from the internet
+
+
+def test_destinations_api_and_page(client: TestClient, tokens: dict[str, str]) -> None:
+    assert client.get("/api/destinations").status_code == 401
+    assert client.get("/api/destinations", headers=bearer(tokens["viewer"])).json() == []
+    live = client.app.state.services.live  # type: ignore[attr-defined]
+    now = time.time()
+    live.destinations["pacs"] = {"type": "dicom", "stopped": False, "breaker": "open", "delivered": 5,
+                                 "dead_lettered": 1, "retrying": 2, "last_error": "connection_refused", "at": now}
+    live.destinations["ehr"] = {"type": "mllp", "stopped": True, "breaker": "closed", "delivered": 50,
+                                "dead_lettered": 0, "retrying": 0, "last_error": None, "at": now - 100}  # fmt: skip
+    rows = client.get("/api/destinations", headers=bearer(tokens["viewer"])).json()
+    assert [(r["destination"], r["state"], r["breaker"], r["pending"]) for r in rows] == [
+        ("ehr", "stopped", "closed", None),  # no Kafka in this process: pending unknown
+        ("pacs", "running", "open", None),
+    ]
+    page = client.get("/destinations", headers=bearer(tokens["viewer"])).text
+    assert 'data-destination="pacs"' in page and "connection_refused" in page
+    assert '<td class="breaker error">open</td>' in page

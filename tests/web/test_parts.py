@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from medroute.config import FORWARD_STATUS
 from medroute.records import Hl7Record
 from web.batching import MicroBatcher
 from web.live import Live, message_id_of
@@ -103,6 +106,22 @@ def test_live_queries() -> None:
         },
         {"minute": "2026-01-01T10:01", "total": 1, "labels": {"office_note": 1}, "destinations": {"review-queue": 1}},
     ]
+
+
+def test_live_keeps_each_destinations_latest_snapshot() -> None:
+    live = Live(None, recent=100)
+
+    def take(key: bytes | None, value: object) -> None:
+        raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+        live._take(SimpleNamespace(topic=FORWARD_STATUS, key=key, value=raw, partition=0, offset=0), fresh=True)
+
+    take(b"pacs", {"destination": "pacs", "delivered": 3, "at": 100.0})
+    take(b"pacs", {"destination": "pacs", "delivered": 9, "at": 102.5})
+    take(b"ehr", {"destination": "ehr", "delivered": 1, "at": 101})
+    take(b"junk", b"not json")
+    take(b"odd", {"delivered": 1})  # not a forwarder's snapshot: no time
+    take(None, {"at": 1.0})
+    assert {name: snap["delivered"] for name, snap in live.destinations.items()} == {"pacs": 9, "ehr": 1}
 
 
 @pytest.mark.parametrize(

@@ -225,7 +225,7 @@ LOG_SALT = GENERAL("MEDROUTE_LOG_SALT", None, "keys the hashes that stand for id
 METRICS_PORT = GENERAL("MEDROUTE_METRICS_PORT", 0, "Prometheus metrics port of a listener (0: off; the first "
                        "process of a listener serves it)", minimum=0, processes=("mllp", "dicom"))
 METRICS_HOST = GENERAL("MEDROUTE_METRICS_HOST", "127.0.0.1", "address the metrics endpoints bind to "
-                       "(`0.0.0.0` for a scraper on another host)", processes=("mllp", "dicom", "worker"))
+                       "(`0.0.0.0` for a scraper on another host)", processes=("mllp", "dicom", "worker", "forward"))
 
 KAFKA = SettingsArea("Kafka", SERVICES)
 KAFKA_BOOTSTRAP = KAFKA("MEDROUTE_KAFKA_BOOTSTRAP", None, "Kafka cluster, `host:port[,host:port]`",

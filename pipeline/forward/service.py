@@ -17,12 +17,14 @@ from dataclasses import dataclass
 
 import structlog
 from aiokafka import AIOKafkaProducer
+from prometheus_client import REGISTRY
 
 from medroute import blobstore, eventloop
-from medroute.config import AUDIT_EVENTS, KafkaSettings
+from medroute.config import AUDIT_EVENTS, METRICS_HOST, KafkaSettings
 from medroute.kafka.client import durable_producer
 from medroute.kafka.topics import ensure_topics
 from medroute.logs import configure_logging
+from medroute.metrics import start_metrics_server
 from medroute.records import AuditEvent
 from medroute.sealing import BlobError
 from pipeline.forward import status
@@ -30,6 +32,7 @@ from pipeline.forward.destinations import Destination, Destinations, Destination
 from pipeline.forward.forwarder import ACTOR, Forwarder, Sender
 from pipeline.forward.items import BlobSource, InboundRecords, ItemSource
 from pipeline.forward.ledger import DeliveredLedger
+from pipeline.forward.metrics import ForwardCollector
 from pipeline.forward.senders import make_sender
 from pipeline.forward.settings import ForwardSettings
 from pipeline.watch import FileWatch
@@ -67,7 +70,8 @@ class ForwardService:
 
     @property
     def forwarders(self) -> list[Forwarder]:
-        return [running.forwarder for running in self._running.values()]
+        # list() first: the metrics endpoint's thread reads this while the loop may start or stop a forwarder.
+        return [running.forwarder for running in list(self._running.values())]
 
     async def run(self) -> None:
         await ensure_topics(self._kafka)
@@ -196,6 +200,9 @@ def main() -> int:
         print(f"medroute forward: {exc}", file=sys.stderr, flush=True)
         return EXIT_CONFIG
     service = ForwardService(KafkaSettings(), settings, destinations, blobs)
+    if settings.metrics_port:
+        REGISTRY.register(ForwardCollector(lambda: service.forwarders))
+        start_metrics_server(settings.metrics_port, METRICS_HOST())
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()

@@ -22,6 +22,8 @@ FORWARD_LEDGER_LOOKBACK = FORWARD(
 )
 FORWARD_STATUS_SECONDS = FORWARD("MEDROUTE_FORWARD_STATUS_SECONDS", 2.0, "interval of each destination's status "
                                  "snapshot on `forward.status`", minimum=0.1)  # fmt: skip
+FORWARD_METRICS_PORT = FORWARD("MEDROUTE_FORWARD_METRICS_PORT", 0, "the forwarders' Prometheus endpoint (0: off)",
+                               minimum=0)  # fmt: skip
 
 
 # A forwarder has no port to ask; ``medroute health forward`` asks this file's age instead.
@@ -52,4 +54,5 @@ class ForwardSettings:
     reload_seconds: float = field(default_factory=FORWARD_RELOAD_SECONDS)
     ledger_lookback: float = field(default_factory=FORWARD_LEDGER_LOOKBACK)
     status_seconds: float = field(default_factory=FORWARD_STATUS_SECONDS)
+    metrics_port: int = field(default_factory=FORWARD_METRICS_PORT)  # 0: off
     heartbeat: Path = field(default_factory=heartbeat_path)

@@ -8,6 +8,7 @@ a forwarder of its own.
 from __future__ import annotations
 
 import time
+import urllib.request
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -71,6 +72,7 @@ class Module:
     down: Hl7Receiver
     down_sent: list[bytes]
     down_since: float
+    metrics_port: int
 
 
 def messages(count: int, patients: int, start: int = 0) -> list[bytes]:
@@ -86,10 +88,11 @@ def module(kafka: KafkaSettings, tmp_path_factory: pytest.TempPathFactory) -> It
     down = Hl7Receiver(free_port(), home / "down.log")  # not started yet: the receiver is down
     destinations = home / "destinations.yaml"
     destinations.write_text(DESTINATIONS.format(tag=tag, ok_port=ok.port, ae_port=ae.port, down_port=down.port))
-    forwarder = start_forwarder(kafka, home, destinations)
+    metrics_port = free_port()
+    forwarder = start_forwarder(kafka, home, destinations, MEDROUTE_FORWARD_METRICS_PORT=str(metrics_port))
     down_sent = messages(30, 3, start=9000)
     publish_sync(kafka, [hl7_decision(raw, [f"ehr-down-{tag}"]) for raw in down_sent])
-    state = Module(tag, kafka, home, destinations, forwarder, ok, ae, down, down_sent, time.monotonic())
+    state = Module(tag, kafka, home, destinations, forwarder, ok, ae, down, down_sent, time.monotonic(), metrics_port)
     yield state
     forwarder.stop()
     for receiver in (ok, ae, down):
@@ -231,8 +234,9 @@ def test_health_of_the_running_forwarder(module: Module, monkeypatch: pytest.Mon
     assert wait_until(lambda: health.main(["forward"]) == 0, 30), module.forwarder.log()[-3000:]
 
 
-def test_the_web_console_shows_each_destination(module: Module, tmp_path: Path) -> None:
-    """The web server follows the forwarders' snapshots and asks Kafka what each destination still has to pass."""
+def test_the_web_console_and_the_forwarders_metrics_show_each_destination(module: Module, tmp_path: Path) -> None:
+    """The web server follows the forwarders' snapshots and asks Kafka what each destination still has to pass;
+    the forwarder's Prometheus endpoint counts the same."""
     token = add_token(tmp_path / "tokens", "console", Role.viewer)
     accounts = Accounts.load(tmp_path / "users", tmp_path / "tokens")
     settings = web_settings(tmp_path / "users", tmp_path / "tokens")
@@ -260,4 +264,13 @@ def test_the_web_console_shows_each_destination(module: Module, tmp_path: Path) 
         assert now[ae]["last_error"] == "AE"
         page = client.get("/destinations", headers={"Authorization": f"Bearer {token}"}).text
         assert f'data-destination="{ok}"' in page and f'data-destination="{ae}"' in page
+    with urllib.request.urlopen(f"http://127.0.0.1:{module.metrics_port}/metrics", timeout=10) as answer:
+        scraped = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+                   for line in answer.read().decode().splitlines() if line.startswith("medroute_forward_")}  # fmt: skip
+
+    def metric(name: str, destination: str) -> float:
+        return scraped[f'medroute_forward_{name}{{destination="{destination}",type="mllp"}}']
+
+    assert metric("delivered_total", ok) >= now[ok]["delivered"] and metric("breaker_open", ok) == 0
+    assert metric("dead_lettered_total", ae) >= now[ae]["dead_lettered"]
 

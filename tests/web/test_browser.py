@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from pydicom.data import get_testdata_file
@@ -28,6 +29,8 @@ from medroute.config import FEEDBACK, HL7_INBOUND, KafkaSettings
 from medroute.kafka.client import durable_producer
 from medroute.ports import free_port
 from medroute.records import new_id, utc_now
+from pipeline.forward import status
+from pipeline.forward.forwarder import ForwardStats
 from pipeline.hl7_feed import Hl7Feed
 from pipeline.outcomes import Decided
 from pipeline.publish import messages_for
@@ -118,6 +121,25 @@ def publish_decided(kafka: KafkaSettings, startup: Startup) -> str:
 
     asyncio.run(send())
     return record.message_id
+
+
+def publish_forwarders_status(kafka: KafkaSettings, forwarders: list[SimpleNamespace]) -> None:
+    """Snapshots as running forwarders publish them (:func:`pipeline.forward.status.publish`)."""
+
+    async def send() -> None:
+        producer = durable_producer(kafka)
+        await producer.start()
+        try:
+            await status.publish(producer, forwarders)  # type: ignore[arg-type]
+        finally:
+            await producer.stop()  # sends what is pending
+
+    asyncio.run(send())
+
+
+def forwarder(name: str, kind: str, breaker: str, **counts: object) -> SimpleNamespace:
+    return SimpleNamespace(name=name, destination=SimpleNamespace(type=kind), breaker=SimpleNamespace(state=breaker),
+                           stats=ForwardStats(**counts))  # type: ignore[arg-type]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -231,6 +253,20 @@ def test_pages_in_a_browser(server: Server, browser: object, startup: Startup, t
     shot(d, "web-audit", tmp_path)
     d.get(f"{server.url}/models")  # type: ignore[attr-defined]
     shot(d, "web-models", tmp_path)
+
+    # Destinations, as their forwarders report them: a receiver whose breaker is open is marked.
+    tag = new_id()[:4]
+    publish_forwarders_status(server.kafka, [
+        forwarder(f"pacs-{tag}", "dicom", "open", delivered=120, retrying=4, last_error="connection_refused",
+                  last_delivered_at=time.time() - 90),
+        forwarder(f"ehr-{tag}", "mllp", "closed", delivered=5400, last_delivered_at=time.time() - 1),
+    ])  # fmt: skip
+    d.find_element(By.LINK_TEXT, "Destinations").click()  # type: ignore[attr-defined]
+    row = f'tr[data-destination="pacs-{tag}"]'
+    wait_for(d, lambda d: d.find_elements(By.CSS_SELECTOR, f"{row} td.breaker.error"), timeout=30)
+    assert "connection_refused" in d.find_element(By.CSS_SELECTOR, row).text  # type: ignore[attr-defined]
+    assert d.find_element(By.CSS_SELECTOR, f'tr[data-destination="ehr-{tag}"] td.state').text == "running"  # type: ignore[attr-defined]
+    shot(d, "web-destinations", tmp_path)
 
     # A replay of the reports published here, and its diff with the transition matrix picture.
     replay_id = "web" + new_id()[:9]

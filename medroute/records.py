@@ -61,6 +61,25 @@ def _layout(cls: type) -> tuple[tuple[str, ...], frozenset[str]]:
     return names, frozenset(f.name for f in fields(cls) if f.type in ("bytes", bytes))
 
 
+_ID_PREFIX = b'{"message_id":"'  # to_json writes fields in order: most records' first is message_id
+
+
+def message_id_of(value: bytes | None) -> str | None:
+    """The message id of a stored record (inbound record, decision, dead letter), read without parsing its
+    (possibly large) JSON when it comes first, as :meth:`_JsonRecord.to_json` writes it."""
+    if not value:
+        return None
+    if value.startswith(_ID_PREFIX):
+        end = value.find(b'"', len(_ID_PREFIX))
+        if end > 0:
+            return value[len(_ID_PREFIX) : end].decode("ascii", "replace")
+    try:
+        found = orjson.loads(value).get("message_id")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return found if isinstance(found, str) else None
+
+
 class _JsonRecord:
     """JSON (de)serialisation shared by the record dataclasses; ``bytes`` fields go as base64."""
 

@@ -38,7 +38,7 @@ from medroute.config import (
 )
 from medroute.kafka.client import consumer, topic_partitions
 from medroute.kafka.topics import ensure_topics
-from medroute.records import DicomRecord, Feedback, Hl7Record, ModelPromotion
+from medroute.records import DicomRecord, Feedback, Hl7Record, ModelPromotion, message_id_of
 
 log = structlog.get_logger(__name__)
 
@@ -47,23 +47,6 @@ FOLLOWED = (ROUTING_DECISIONS, AUDIT_EVENTS, FEEDBACK, HL7_INBOUND, DICOM_INBOUN
 FROM_BEGINNING = frozenset({FEEDBACK, CONTROL, FORWARD_STATUS})
 RETRY_SECONDS = 2.0
 SUBSCRIBER_QUEUE = 256
-_ID_PREFIX = b'{"message_id":"'  # records are written with message_id first (medroute.records)
-
-
-def message_id_of(value: bytes | None) -> str | None:
-    """The message id of a stored inbound record, read without parsing its (possibly large) JSON."""
-    if not value:
-        return None
-    if value.startswith(_ID_PREFIX):
-        end = value.find(b'"', len(_ID_PREFIX))
-        if end > 0:
-            return value[len(_ID_PREFIX) : end].decode("ascii", "replace")
-    try:
-        found = json.loads(value).get("message_id")
-    except (ValueError, AttributeError):
-        return None
-    return found if isinstance(found, str) else None
-
 
 class Live:
     def __init__(

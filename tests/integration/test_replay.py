@@ -37,6 +37,7 @@ from models.registry import INSTALLED_DIR
 from models.text import TextClassifier
 from pipeline.hl7_feed import Hl7Feed
 from pipeline.outcomes import Decided
+from pipeline.publish import messages_for
 from pipeline.rules import load_rules
 from shell.broker import LocalBroker
 from shell.samples import sample_messages
@@ -269,29 +270,28 @@ def wait_for_progress(kafka: KafkaSettings, replay_id: str, at_least: int, deadl
 
 @pytest.fixture(scope="module")
 def live_decisions(kafka: KafkaSettings, time_replay: TimeReplay) -> dict[str, dict[str, Any]]:
-    """Live decisions of the time slice, made with 1.0.0 by the worker's own code, on routing.decisions.
+    """Live decisions of the time slice, made with 1.0.0 by the worker's own code and published as the worker
+    publishes them (keyed by the patient's ordering key, not the message id), on routing.decisions.
 
     The first LIVE_LEFT_OUT messages of the slice get none (as if the worker had not reached them).
     """
     classifier = TextClassifier.load(LIVE_MODEL)
     feed = Hl7Feed(classifier, load_rules(labels=classifier.labels))
     outcomes = feed.process([s.record for s in time_replay.expected[LIVE_LEFT_OUT:]])
-    decisions = [o.decision for o in outcomes if isinstance(o, Decided)]
-    assert len(decisions) == len(outcomes)
+    assert all(isinstance(o, Decided) for o in outcomes)
+    published = [m for o in outcomes for m in messages_for(o) if m.topic == ROUTING_DECISIONS]
+    assert all(m.key != json.loads(m.value)["message_id"].encode() for m in published)
 
     async def publish() -> None:
         producer = durable_producer(kafka, linger_ms=5)
         await producer.start()
         try:
-            futures = [
-                await producer.send(ROUTING_DECISIONS, d.to_json(), key=d.message_id.encode()) for d in decisions
-            ]
-            await asyncio.gather(*futures)
+            await asyncio.gather(*[await producer.send(m.topic, m.value, key=m.key) for m in published])
         finally:
             await producer.stop()
 
     asyncio.run(publish())
-    return {d.message_id: d.to_dict() for d in decisions}
+    return {json.loads(m.value)["message_id"]: json.loads(m.value) for m in published}
 
 
 def test_diff_counts_match_a_direct_count_of_both_topics(
@@ -351,6 +351,8 @@ def test_backfill_publishes_exactly_the_changed_decisions_to_the_live_topic(
     backfilled = [d for d in after if d.get("replay_id") == time_replay.replay_id]
     assert sorted(d["message_id"] for d in backfilled) == sorted(changed)
     assert all(d["model"] == NEW_MODEL or d["model"] is None for d in backfilled)
+    # Deliverable as the live decision was: the forwarders queue a correction behind the patient's other decisions.
+    assert all(d["order_key"] and d["order_key"] == live[d["message_id"]]["order_key"] for d in backfilled)
 
 
 def test_replay_topics_exist_with_a_compacted_checkpoint_topic(kafka: KafkaSettings, time_replay: TimeReplay):

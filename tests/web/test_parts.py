@@ -11,9 +11,9 @@ from types import SimpleNamespace
 import pytest
 
 from medroute.config import FORWARD_STATUS
-from medroute.records import Hl7Record
+from medroute.records import Hl7Record, message_id_of
 from web.batching import MicroBatcher
-from web.live import Live, message_id_of
+from web.live import Live
 from web.settings import auth_enabled
 from web.users import Accounts, AccountsError, Role, add_token, add_user
 

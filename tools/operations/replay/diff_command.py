@@ -12,6 +12,7 @@ from typing import Any
 
 from medroute.config import ROUTING_DECISIONS, KafkaSettings
 from medroute.logs import configure_logging
+from medroute.records import message_id_of
 from tools.operations.replay.checkpoint import Checkpoint, latest_checkpoint
 from tools.operations.replay.diff import DecisionView, compute_diff, summary_lines
 from tools.operations.replay.plot import plot_transitions
@@ -48,21 +49,26 @@ async def range_ids(settings: KafkaSettings, checkpoint: Checkpoint) -> list[str
 
 async def last_decisions(
     settings: KafkaSettings, topic: str, wanted: set[str], replay_id: str | None
-) -> tuple[dict[str, DecisionView], int]:
+) -> tuple[dict[str, dict[str, Any]], int]:
     """The last decision per wanted message id on ``topic`` (of ``replay_id`` only, when given); and
     how many decisions were repeats of an id already seen."""
-    found: dict[str, DecisionView] = {}
+    found: dict[str, dict[str, Any]] = {}
     repeats = 0
     async for record in read_committed(settings, topic):
-        if record.key is None or record.key.decode("utf-8", "replace") not in wanted:
-            continue  # the key is the message id: most records are skipped without parsing them
+        # Not by the record's key: live decisions are keyed by their ordering key (the patient or the study).
+        if message_id_of(record.value) not in wanted:
+            continue  # most records are skipped without parsing them
         decision = json.loads(record.value)
         if decision.get("replay_id") != replay_id or decision.get("message_id") not in wanted:
             continue
         repeats += decision["message_id"] in found
-        found[decision["message_id"]] = DecisionView.of(decision)
+        found[decision["message_id"]] = decision
     return found, repeats
 
+
+
+def _views(decisions: dict[str, dict[str, Any]]) -> dict[str, DecisionView]:
+    return {message_id: DecisionView.of(decision) for message_id, decision in decisions.items()}
 
 async def gather(args: argparse.Namespace) -> tuple[Checkpoint, dict[str, Any]]:
     settings = KafkaSettings()
@@ -73,7 +79,7 @@ async def gather(args: argparse.Namespace) -> tuple[Checkpoint, dict[str, Any]]:
     wanted = set(ids)
     replayed, replay_repeats = await last_decisions(settings, checkpoint.output_topic, wanted, checkpoint.replay_id)
     live, live_repeats = await last_decisions(settings, args.live_topic, wanted, None)
-    report = compute_diff(ids, replayed, live, args.examples)
+    report = compute_diff(ids, _views(replayed), _views(live), args.examples)
     report = {
         "replay_id": checkpoint.replay_id,
         "model": checkpoint.model,

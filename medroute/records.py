@@ -169,6 +169,14 @@ class RoutingDecision(_JsonRecord):
     # reference (a digest). No PHI: the HL7 bytes stay on hl7.inbound, at source_offset.
     order_key: str | None = None
     blob: str | None = None
+    # Set by ``medroute redrive`` on a dead-lettered decision sent again to one destination (the letter's
+    # "partition-offset" on forward.deadletter): the delivered-ids ledger tells it apart from the first try.
+    redrive_id: str | None = None
+
+    @property
+    def delivery_id(self) -> str:
+        """What the forwarders' ledger knows this delivery by: the message id, or the id of its redrive."""
+        return f"{self.message_id}~{self.redrive_id}" if self.redrive_id else self.message_id
 
 
 @dataclass(frozen=True)
@@ -230,12 +238,12 @@ class DicomRecord(_JsonRecord):
 @dataclass(frozen=True)
 class ForwardDeadLetter(_JsonRecord):
     """A decision one destination gave up on (``forward.deadletter``): the decision itself (with the item
-    or its blob reference, so it can be sent again) and the last error."""
+    or its blob reference, so that ``medroute redrive`` can send it again) and the last error."""
 
     destination: str
     message_id: str
     kind: str
-    reason: str  # "rejected" (the receiver refused it: AE/CE, a DICOM failure, HTTP 4xx) | "attempts_exhausted" | ...
+    reason: str  # "refused" (the receiver refused it: AE/CE, a DICOM failure, HTTP 4xx) | "attempts_exhausted"
     detail: str  # the last error, as the receiver or the connection gave it
     attempts: int
     decision: dict[str, Any]

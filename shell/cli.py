@@ -136,6 +136,7 @@ TOOL_VERBS = {
     "evaluate": ("tools.modelling.evaluate", "evaluate a bundle on labelled data; JSON metrics, optional report plots"),
     "replay": ("tools.operations.replay", "reclassify a topic range with another model; `replay diff ID` compares"),
     "promote": ("tools.operations.promote", "switch running workers to another model version (audited)"),
+    "redrive": ("tools.operations.redrive", "send a destination's dead-lettered items again, once the cause is mended"),
     "batch": ("tools.operations.batch", "classify every file of a directory (no Kafka): JSONL + CSV results"),
     "blobs": ("tools.operations.blobs", "`blobs rekey`: re-seal every stored blob under the current key (resumable)"),
     "audit": ("tools.operations.audit_export", "`audit export [--format jsonl|syslog]`: the audit topic for a SIEM"),

@@ -159,8 +159,8 @@ class Live:
 
     def _decision(self, decision: dict[str, Any], fresh: bool) -> None:
         message_id = decision.get("message_id")
-        if not isinstance(message_id, str):
-            return
+        if not isinstance(message_id, str) or decision.get("redrive_id"):
+            return  # a redrive sends a decision made before again: not a decision of its own
         self.decisions.append(decision)
         self.latest[message_id] = decision
         self.latest.move_to_end(message_id)

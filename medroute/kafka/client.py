@@ -9,7 +9,7 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.helpers import create_ssl_context
 
@@ -92,3 +92,27 @@ async def reader_of(settings: KafkaSettings, topic: str, from_beginning: bool = 
     else:
         await reader.seek_to_end(*partitions)
     return reader
+
+
+async def records_to_end(settings: KafkaSettings, topic: str, since_ms: int | None = None) -> list[ConsumerRecord]:
+    """Every record of ``topic`` from its beginning (or from the first written at or after ``since_ms``, Unix
+    ms) up to the end it had when called, each partition's in offset order; group-less."""
+    partitions = await topic_partitions(settings, topic)
+    reader = consumer(settings)
+    await reader.start()
+    try:
+        reader.assign(partitions)
+        ends = await reader.end_offsets(partitions)
+        if since_ms is None:
+            await reader.seek_to_beginning(*partitions)
+        else:
+            found = await reader.offsets_for_times({tp: since_ms for tp in partitions})
+            for tp in partitions:
+                reader.seek(tp, found[tp].offset if found.get(tp) else ends[tp])
+        records: list[ConsumerRecord] = []
+        while any([await reader.position(tp) < end for tp, end in ends.items()]):
+            for tp, batch in (await reader.getmany(timeout_ms=1000)).items():
+                records += [record for record in batch if record.offset < ends[tp]]
+        return records
+    finally:
+        await reader.stop()

@@ -251,7 +251,7 @@ class Forwarder:
         decision = entry.decision
         assert decision is not None
         read_ahead = self._take_read_ahead(entry)
-        if decision.message_id in self.ledger:  # published twice: finished by the first
+        if decision.delivery_id in self.ledger:  # published twice: finished by the first
             self.stats.duplicates += 1
             if read_ahead is not None:
                 read_ahead.cancel()
@@ -321,7 +321,7 @@ class Forwarder:
             return None
         if self.name not in decision.destinations:
             return None
-        if decision.message_id in self.ledger:
+        if decision.delivery_id in self.ledger:
             self.stats.duplicates += 1
             log.info("already_forwarded", destination=self.name, message=hash_id(decision.message_id))
             return None
@@ -380,7 +380,7 @@ class Forwarder:
                     raise
                 else:
                     self.breaker.success()
-                    await self.ledger.record(decision.message_id, DELIVERED, record.partition, record.offset)
+                    await self.ledger.record(decision.delivery_id, DELIVERED, record.partition, record.offset)
                     self._attempt(decision, attempt + 1, "delivered", outcome, started)
                     self.stats.delivered += 1
                     self.stats.last_delivered_at = time.time()
@@ -431,7 +431,7 @@ class Forwarder:
             decision=decision.to_dict(),
         )
         await self._producer.send_and_wait(FORWARD_DEADLETTER, letter.to_json(), key=decision.message_id.encode())
-        await self.ledger.record(decision.message_id, DEADLETTER, record.partition, record.offset)
+        await self.ledger.record(decision.delivery_id, DEADLETTER, record.partition, record.offset)
         self._audit(decision, {"outcome": "deadletter", "reason": reason, "code": error.code, "attempts": attempts})
         self.stats.dead_lettered += 1
         self.stats.last_error = error.code
@@ -450,12 +450,10 @@ class Forwarder:
 
     def _audit(self, decision: RoutingDecision, details: dict[str, Any]) -> None:
         """An audit event without PHI: codes, counts and names only (receivers' free text stays out)."""
-        event = AuditEvent(
-            action="forward",
-            actor=ACTOR,
-            message_id=decision.message_id,
-            details={"destination": self.name, "type": self.destination.type, "kind": decision.kind, **details},
-        )
+        about = {"destination": self.name, "type": self.destination.type, "kind": decision.kind}
+        if decision.redrive_id:
+            about["redrive_id"] = decision.redrive_id
+        event = AuditEvent(action="forward", actor=ACTOR, message_id=decision.message_id, details={**about, **details})
         self._pending_audit.append(
             asyncio.ensure_future(
                 self._audit_producer.send(AUDIT_EVENTS, event.to_json(), key=decision.message_id.encode())

@@ -1,6 +1,7 @@
 """The delivered-ids ledger: which decisions a destination has finished (delivered or dead-lettered).
 
-Each entry goes to the compacted topic ``forward.delivered`` (key ``<destination>:<message_id>``) right after
+Each entry goes to the compacted topic ``forward.delivered`` (key ``<destination>:<delivery id>``: the message id,
+with ``~<redrive id>`` for a dead-lettered decision that ``medroute redrive`` sent again) right after
 the receiver acknowledged and before the decision's offset is committed; the forwarder then skips any
 decision the ledger holds. So a decision delivered again after a crash, a rebalance or a worker that
 published it twice is not delivered twice.

@@ -94,6 +94,8 @@ def test_live_queries() -> None:
     live._decision(decision("b", "letter", ["review-queue"], "2026-01-01T10:00:30+00:00"), fresh=False)
     live._decision(decision("c", "office_note", ["review-queue"], "2026-01-01T10:01:00+00:00"), fresh=False)
     live.feedback["c"] = {"label": "letter"}
+    # A redrive sends b's decision again to one destination: not a decision of its own, b stays for review.
+    live._decision({**decision("b", "letter", ["ehr-inbox"], "2026-01-01T10:05:00+00:00"), "redrive_id": "0-7"}, True)
     assert [d["message_id"] for d in live.review_queue()] == ["b"]
     assert [d["message_id"] for d in live.find_decisions(label="letter")] == ["b", "a"]
     assert [d["message_id"] for d in live.find_decisions(since="2026-01-01T10:00:30")] == ["c", "b"]

@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import TextIO
 
 from medroute.config import AUDIT_EVENTS, KafkaSettings
-from medroute.kafka.client import consumer, topic_partitions
+from medroute.kafka.client import records_to_end
 from medroute.records import AuditEvent
 
 SD_ID = "medroute@32473"
@@ -48,25 +48,8 @@ def json_line(event: AuditEvent) -> str:
 
 async def read_events(settings: KafkaSettings, since_ms: int | None = None) -> list[AuditEvent]:
     """Every audit event up to the topic's end at the start, in time order."""
-    partitions = await topic_partitions(settings, AUDIT_EVENTS)
-    reader = consumer(settings)
-    await reader.start()
-    try:
-        reader.assign(partitions)
-        ends = await reader.end_offsets(partitions)
-        if since_ms is None:
-            await reader.seek_to_beginning(*partitions)
-        else:
-            found = await reader.offsets_for_times({tp: since_ms for tp in partitions})
-            for tp in partitions:
-                reader.seek(tp, found[tp].offset if found.get(tp) else ends[tp])
-        events: list[AuditEvent] = []
-        while any([await reader.position(tp) < end for tp, end in ends.items()]):
-            for tp, records in (await reader.getmany(timeout_ms=1000)).items():
-                events += [AuditEvent.from_json(r.value) for r in records if r.offset < ends[tp] and r.value]
-    finally:
-        await reader.stop()
-    return sorted(events, key=lambda e: e.at)
+    records = await records_to_end(settings, AUDIT_EVENTS, since_ms)
+    return sorted((AuditEvent.from_json(r.value) for r in records if r.value), key=lambda e: e.at)
 
 
 def lines(events: list[AuditEvent], form: str) -> Iterator[str]:

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
+
+from medroute.config import KafkaSettings
+from tools.operations.replay import diff_command
 from tools.operations.replay.diff import NO_LABEL, DecisionView, compute_diff, summary_lines
 from tools.operations.replay.plot import plot_transitions
 from tools.operations.replay.runner import Pacer
@@ -91,3 +99,30 @@ def test_pacer_holds_the_rate() -> None:
     now[0] = 3.0  # fell behind: no waiting, no burst credit beyond the average
     assert pacer.delay(10) == 0.0
     assert Pacer(None).delay(1000) == 0.0
+
+
+def test_live_decisions_are_the_last_per_message_but_neither_backfills_nor_redrives(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def stored(message_id: str, destinations: list[str], **marks: str) -> SimpleNamespace:
+        decision = {"message_id": message_id, "label": "letter", "destinations": destinations, **marks}
+        return SimpleNamespace(key=b"patient-key", value=json.dumps(decision).encode())  # keyed by ordering key
+
+    records = [
+        stored("a", ["ehr"]),
+        stored("b", ["ehr"]),
+        stored("a", ["ehr", "archive"]),  # decided again (a worker restart): the last one counts
+        stored("a", ["review"], replay_id="r1"),  # a backfill
+        stored("b", ["ehr"], redrive_id="0-4"),  # a dead letter sent again
+        stored("z", ["ehr"]),  # not in the range
+    ]
+
+    async def read_committed(settings: KafkaSettings, topic: str) -> AsyncIterator[SimpleNamespace]:
+        for record in records:
+            yield record
+
+    monkeypatch.setattr(diff_command, "read_committed", read_committed)
+    found, repeats = asyncio.run(diff_command.last_decisions(KafkaSettings(), "routing.decisions", {"a", "b"}, None))
+    assert {m: d["destinations"] for m, d in found.items()} == {"a": ["ehr", "archive"], "b": ["ehr"]}
+    assert "redrive_id" not in found["b"] and repeats == 1
+

@@ -61,6 +61,8 @@ async def last_decisions(
         decision = json.loads(record.value)
         if decision.get("replay_id") != replay_id or decision.get("message_id") not in wanted:
             continue
+        if decision.get("redrive_id"):
+            continue  # a dead letter sent again to one destination: the decision is the one made before
         repeats += decision["message_id"] in found
         found[decision["message_id"]] = decision
     return found, repeats

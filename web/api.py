@@ -24,6 +24,7 @@ from models.bundle import BundleError, load_manifest
 from models.registry import find_bundle, list_bundles
 from pipeline.forward.status import pending_counts, status_row
 from tools.operations.promote import promotion_for, publish
+from tools.operations.redrive import Redrive, audit_event, code_of, plan, send_again
 from web import metrics
 from web.auth import AuthError
 from web.classify import ClassifyError
@@ -36,6 +37,7 @@ router = APIRouter(prefix="/api")
 ACTOR = "web"
 KEEPALIVE_SECONDS = 15.0
 PENDING_TIMEOUT = 5.0  # a console page should not hang on a broker that does not answer
+LETTERS_TIMEOUT = 20.0  # reading forward.deadletter to its end, and the ledger since its oldest letter
 log = structlog.get_logger(__name__)
 Task = Literal["auto", "text_classification", "image_classification"]
 
@@ -353,6 +355,52 @@ async def destination_rows(svc: Services) -> list[dict[str, Any]]:
         except (KafkaError, OSError, TimeoutError) as exc:
             log.warning("destination_pending_unavailable", error=type(exc).__name__)
     return [status_row(name, snapshots[name], pending.get(name)) for name in sorted(snapshots)]
+
+
+RedriveReason = Literal["refused", "attempts_exhausted"]
+
+
+class RedriveRequest(BaseModel):
+    reason: RedriveReason | None = Field(None, description="only the letters of this reason (default: all)")
+
+
+@router.get("/destinations/{name}/deadletters", responses=ERRORS,
+            summary="A destination's dead letters that a redrive would send again, newest per message")  # fmt: skip
+async def dead_letters(name: str, svc: Svc, _: Viewer, reason: RedriveReason | None = None) -> list[dict[str, Any]]:
+    return [letter_row(r) for r in await planned_redrives(svc, name, reason)]
+
+
+@router.post("/destinations/{name}/redrive", responses=ERRORS,
+             summary="Send a destination's dead letters again, once the cause is mended (admin)")  # fmt: skip
+async def redrive(name: str, body: RedriveRequest, svc: Svc, who: Promoting) -> dict[str, Any]:
+    return await redrive_letters(svc, name, body.reason, who)
+
+
+def letter_row(redrive: Redrive) -> dict[str, Any]:
+    letter = redrive.letter
+    return {"message_id": letter.message_id, "at": letter.at, "kind": letter.kind, "reason": letter.reason,
+            "attempts": letter.attempts, "code": code_of(letter)}  # fmt: skip
+
+
+async def planned_redrives(svc: Services, name: str, reason: str | None) -> list[Redrive]:
+    """As ``medroute redrive`` chooses them: the newest letter per message, less what a redrive delivered."""
+    if svc.kafka is None:
+        raise ClassifyError(503, "this server runs without Kafka (MEDROUTE_WEB_KAFKA=0)")
+    try:
+        return await asyncio.wait_for(plan(svc.kafka, name, reason, None), LETTERS_TIMEOUT)
+    except (KafkaError, OSError, LookupError, TimeoutError) as exc:
+        raise ClassifyError(503, f"Kafka did not answer ({type(exc).__name__})") from None
+
+
+async def redrive_letters(svc: Services, name: str, reason: str | None, who: Account) -> dict[str, Any]:
+    redrives = await planned_redrives(svc, name, reason)
+    if redrives:
+        assert svc.kafka is not None  # planned_redrives refused otherwise
+        try:
+            await send_again(svc.kafka, redrives, audit_event(name, reason, None, who.name, len(redrives)))
+        except (KafkaError, OSError) as exc:
+            raise ClassifyError(503, f"Kafka did not take the decisions ({type(exc).__name__})") from None
+    return {"destination": name, "sent": len(redrives)}
 
 
 def login_keys(request: Request, name: str) -> tuple[str, str]:

@@ -24,7 +24,17 @@ from medroute.config import home_dir
 from medroute.logs import hash_id
 from medroute.records import AuditEvent
 from web import metrics
-from web.api import answer_item, destination_rows, labels_of, login_keys, model_list, promote_model
+from web.api import (
+    answer_item,
+    destination_rows,
+    labels_of,
+    letter_row,
+    login_keys,
+    model_list,
+    planned_redrives,
+    promote_model,
+    redrive_letters,
+)
 from web.auth import SESSION_COOKIE, AuthError
 from web.classify import ClassifyError
 from web.services import Services, services
@@ -191,6 +201,25 @@ async def destinations_page(request: Request, svc: Svc) -> HTMLResponse:
     page_account(request, svc, Role.viewer)
     rows = await destination_rows(svc)
     return render(request, svc, "destinations.html", rows=rows, connected=svc.live.connected, now=time.time())
+
+
+@router.get("/destinations/{name}")
+async def destination_page(request: Request, svc: Svc, name: str, sent: int | None = None) -> HTMLResponse:
+    page_account(request, svc, Role.viewer)
+    letters = [letter_row(r) for r in await planned_redrives(svc, name, None)]
+    return render(request, svc, "destination.html", name=name, letters=letters, sent=sent)
+
+
+@router.post("/destinations/{name}/redrive")
+async def redrive_form(
+    request: Request, svc: Svc, name: str, reason: Annotated[str, Form()] = "", csrf_token: Annotated[str, Form()] = ""
+) -> Response:
+    account = page_account(request, svc, Role.admin)
+    check_form(request, svc, csrf_token)
+    if reason not in ("", "refused", "attempts_exhausted"):
+        raise ClassifyError(422, f"no such reason: {reason!r}")
+    result = await redrive_letters(svc, name, reason or None, account)
+    return RedirectResponse(f"/destinations/{quote(name)}?sent={result['sent']}", status_code=303)
 
 
 @router.get("/audit")

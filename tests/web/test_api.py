@@ -228,3 +228,10 @@ def test_destinations_api_and_page(client: TestClient, tokens: dict[str, str]) -
     page = client.get("/destinations", headers=bearer(tokens["viewer"])).text
     assert 'data-destination="pacs"' in page and "connection_refused" in page
     assert '<td class="breaker error">open</td>' in page
+    # Dead letters are read from Kafka, which this process has not: a clear 503, and only admins send them again.
+    answer = client.get("/api/destinations/pacs/deadletters", headers=bearer(tokens["viewer"]))
+    assert answer.status_code == 503 and "without Kafka" in answer.json()["detail"]
+    assert client.post("/api/destinations/pacs/redrive", json={}, headers=bearer(tokens["reviewer"])).status_code == 403
+    refused = client.post("/api/destinations/pacs/redrive", json={"reason": "lost"}, headers=bearer(tokens["admin"]))
+    assert refused.status_code == 422
+    assert client.post("/api/destinations/pacs/redrive", json={}, headers=bearer(tokens["admin"])).status_code == 503

@@ -267,6 +267,8 @@ def test_pages_in_a_browser(server: Server, browser: object, startup: Startup, t
     assert "connection_refused" in d.find_element(By.CSS_SELECTOR, row).text  # type: ignore[attr-defined]
     assert d.find_element(By.CSS_SELECTOR, f'tr[data-destination="ehr-{tag}"] td.state').text == "running"  # type: ignore[attr-defined]
     shot(d, "web-destinations", tmp_path)
+    d.find_element(By.LINK_TEXT, f"pacs-{tag}").click()  # type: ignore[attr-defined]
+    assert "No dead letters" in wait_for(d, lambda d: d.find_element(By.ID, "dead-letters-empty").text)
 
     # A replay of the reports published here, and its diff with the transition matrix picture.
     replay_id = "web" + new_id()[:9]

@@ -81,6 +81,16 @@ async def plan(settings: KafkaSettings, destination: str, reason: str | None, si
     return [r for r in redrives if r.decision.delivery_id not in done]
 
 
+def audit_event(destination: str, reason: str | None, since: str | None, by: str, count: int) -> AuditEvent:
+    details = {"destination": destination, "reason": reason, "since": since, "by": by, "count": count}
+    return AuditEvent(action="redrive", actor=ACTOR, message_id=None, details=details)
+
+
+def code_of(letter: ForwardDeadLetter) -> str:
+    """The receiver's code only (``AE``, ``status_0xA700``): the rest of a letter's detail may be its free text."""
+    return letter.detail.split(":", 1)[0]
+
+
 async def send_again(settings: KafkaSettings, redrives: Sequence[Redrive], audit: AuditEvent) -> None:
     """Publish every decision and then the audit event; raises unless Kafka stored them all."""
     producer = durable_producer(settings)
@@ -123,16 +133,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     redrives = asyncio.run(plan(settings, args.destination, args.reason, since_ms))
     for r in redrives:
         print(f"{r.letter.at}  {r.letter.message_id}  {r.letter.kind:<5} {r.letter.reason:<18} "
-              f"attempts {r.letter.attempts}  {r.letter.detail.split(':', 1)[0]}")  # fmt: skip
+              f"attempts {r.letter.attempts}  {code_of(r.letter)}")  # fmt: skip
     if not redrives:
         print(f"no dead letters of {args.destination} to send again" + (f" ({args.reason})" if args.reason else ""))
         return 0
     if args.dry_run:
         print(f"{len(redrives)} would be sent again to {args.destination} (--dry-run: nothing sent)")
         return 0
-    details = {"destination": args.destination, "reason": args.reason, "since": args.since, "by": args.by,
-               "count": len(redrives)}  # fmt: skip
-    asyncio.run(send_again(settings, redrives, AuditEvent(action="redrive", actor=ACTOR, message_id=None,
-                                                          details=details)))  # fmt: skip
+    audit = audit_event(args.destination, args.reason, args.since, args.by, len(redrives))
+    asyncio.run(send_again(settings, redrives, audit))
     print(f"{len(redrives)} sent again to {args.destination}: its forwarder delivers them like any decision")
     return 0

@@ -6,6 +6,7 @@
 #   systemd-analyze   deploy/systemd units      (apt: systemd)
 #   docker compose    deploy/compose*.yaml      (the compose plugin; no engine needed for `config`), else
 #                     Docker Compose's loader, compose-go (deploy/tools/compose-check, with Go)
+#   promtool          deploy/prometheus alert rules: checked and unit-tested (apt: prometheus)
 # tests/unit/test_deploy.py checks the same files in Python (schemas, settings, probes, hardening) everywhere.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -68,6 +69,10 @@ if docker compose version >/dev/null 2>&1 || command -v go >/dev/null; then
   fi
   rm -rf "$site"
 else missing+=("docker compose (or go for compose-go)"); fi
+
+if command -v promtool >/dev/null; then
+  (cd deploy/prometheus && run promtool check rules medroute-alerts.yaml && run promtool test rules medroute-alerts.test.yaml)
+else missing+=("promtool (apt: prometheus --no-install-recommends)"); fi
 
 [ ${#missing[@]} -gt 0 ] && echo "not installed here (tests/unit/test_deploy.py covers them in Python): ${missing[*]}"
 exit $failed

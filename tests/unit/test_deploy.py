@@ -396,3 +396,53 @@ def test_health_of_a_forwarder_is_its_heartbeat(tmp_path: Path, monkeypatch: pyt
     stale = time.time() - 120
     os.utime(beat, (stale, stale))
     assert health.main(["forward"]) == 1  # its loop stopped turning
+
+
+# --- Prometheus alert rules -----------------------------------------------------------------------------
+
+ALERT_RULES = DEPLOY / "prometheus" / "medroute-alerts.yaml"
+SAMPLE_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+
+
+def exported_metric_names() -> set[str]:
+    """The sample names medroute's processes serve: the listeners', the worker's, the web server's metrics and
+    the forwarders' (read from a forwarder's counts at scrape time)."""
+    from types import SimpleNamespace
+
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.registry import REGISTRY
+
+    # Each of these registers its metrics on import.
+    import listeners.dicom.metrics
+    import listeners.metrics  # noqa: F401
+    import pipeline.metrics  # noqa: F401
+    import web.metrics  # noqa: F401
+    from pipeline.forward.forwarder import ForwardStats
+    from pipeline.forward.metrics import ForwardCollector
+
+    stats = ForwardStats(last_delivered_at=1.0)
+    forwarder = SimpleNamespace(name="pacs", destination=SimpleNamespace(type="dicom"),
+                                breaker=SimpleNamespace(state="closed"), stats=stats)  # fmt: skip
+    forwarding = CollectorRegistry()
+    forwarding.register(ForwardCollector(lambda: [forwarder]))
+    families = [*REGISTRY.collect(), *forwarding.collect()]
+    return {f"{family.name}{suffix}" for family in families for suffix in SAMPLE_SUFFIXES.get(family.type, ("",))}
+
+
+def test_alert_rules_name_only_metrics_medroute_serves() -> None:
+    rules = [rule for group in yaml.safe_load(ALERT_RULES.read_text())["groups"] for rule in group["rules"]]
+    served = exported_metric_names()
+    for rule in rules:
+        named = set(re.findall(r"\bmedroute_[a-z_]+", rule["expr"]))
+        assert named <= served, f"{rule['alert']}: {named - served} is served by no medroute process"
+        assert rule["labels"]["severity"] in {"critical", "warning"} and rule["annotations"]["summary"]
+    assert {"MedrouteDestinationBreakerOpen", "MedrouteListenerCannotStore", "MedrouteTargetDown"} <= {
+        rule["alert"] for rule in rules
+    }
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="needs promtool (apt: prometheus --no-install-recommends)")
+def test_alert_rules_pass_promtool_and_their_unit_tests() -> None:
+    for command in (["check", "rules", ALERT_RULES.name], ["test", "rules", "medroute-alerts.test.yaml"]):
+        done = subprocess.run(["promtool", *command], cwd=ALERT_RULES.parent, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr

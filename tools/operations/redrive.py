@@ -1,8 +1,8 @@
 """``medroute redrive``: send a destination's dead-lettered items again, once the cause is mended (the EHR's
 interface fixed the mapping it refused, the PACS has room again).
 
-Reads ``forward.deadletter`` up to its end (from its beginning, or from ``--since``), takes the letters of
-``--destination`` (of one ``--reason`` only, when given), the newest per message, and publishes each letter's
+Reads ``forward.deadletter`` up to its end (from its beginning, or from ``--since``), takes the newest letter per
+message of ``--destination`` (when its reason is ``--reason``, if given), and publishes each letter's
 decision again on ``routing.decisions``, addressed to that destination alone, keyed as the worker keys it (the
 patient's or the study's ordering key) and marked with a redrive id: where its letter sits on
 ``forward.deadletter`` (``partition-offset``). The destination's forwarder then delivers it like any decision;

@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from medroute.config import FORWARD_STATUS, ROUTING_DECISIONS, KafkaSettings
-from medroute.kafka.client import connection_kwargs, consumer, reader_of, topic_partitions
+from medroute.kafka.client import connection_kwargs, consumer, records_to_end, topic_partitions
 from pipeline.forward.forwarder import Forwarder, group_id
 
 STALE_SECONDS = 30.0
@@ -37,18 +37,8 @@ async def publish(producer: AIOKafkaProducer, forwarders: list[Forwarder], stopp
 
 async def read_snapshots(kafka: KafkaSettings) -> dict[str, dict[str, Any]]:
     """The latest snapshot of each destination."""
-    reader = await reader_of(kafka, FORWARD_STATUS)
-    try:
-        latest: dict[str, dict[str, Any]] = {}
-        ends = await reader.end_offsets(list(reader.assignment()))
-        while [tp for tp, end in ends.items() if await reader.position(tp) < end]:
-            for records in (await reader.getmany(timeout_ms=1000)).values():
-                for record in records:
-                    if record.key and record.value:
-                        latest[record.key.decode()] = json.loads(record.value)
-        return latest
-    finally:
-        await reader.stop()
+    records = await records_to_end(kafka, FORWARD_STATUS)
+    return {r.key.decode(): json.loads(r.value) for r in records if r.key and r.value}  # the last one per key wins
 
 
 async def pending_counts(kafka: KafkaSettings, names: list[str]) -> dict[str, int | None]:

@@ -7,6 +7,7 @@ a forwarder of its own.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import urllib.request
 import uuid
@@ -20,6 +21,7 @@ from fastapi.testclient import TestClient
 
 from medroute.config import AUDIT_EVENTS, FORWARD_DEADLETTER, KafkaSettings
 from medroute.ports import free_port
+from pipeline.forward.status import status_rows
 from pipeline.settings import WorkerSettings
 from pipeline.worker import load_startup
 from shell import health
@@ -262,6 +264,9 @@ def test_the_web_console_and_the_forwarders_metrics_show_each_destination(module
         now = rows()
         assert (now[ok]["state"], now[ok]["type"], now[ok]["breaker"]) == ("running", "mllp", "closed")
         assert now[ae]["last_error"] == "AE"
+        # `medroute forward status` reads the snapshots from the topic itself and tells the same.
+        printed = {row["destination"]: row for row in asyncio.run(status_rows(module.kafka, [ok, ae]))}
+        assert printed[ok]["state"] == "running" and printed[ae]["dead_lettered"] >= now[ae]["dead_lettered"]
         page = client.get("/destinations", headers={"Authorization": f"Bearer {token}"}).text
         assert f'data-destination="{ok}"' in page and f'data-destination="{ae}"' in page
     with urllib.request.urlopen(f"http://127.0.0.1:{module.metrics_port}/metrics", timeout=10) as answer:

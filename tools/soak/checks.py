@@ -20,7 +20,7 @@ from medroute.config import (
     ROUTING_DECISIONS,
     KafkaSettings,
 )
-from medroute.kafka.client import connection_kwargs, reader_of
+from medroute.kafka.client import connection_kwargs, reader_of, records_to_end
 from pipeline.forward.forwarder import group_id
 
 WORKER_GROUP = "soak-worker"
@@ -42,16 +42,7 @@ class Traffic:
 
 
 async def read_all(settings: KafkaSettings, topic: str) -> list[dict]:
-    reader = await reader_of(settings, topic)
-    try:
-        ends = await reader.end_offsets(list(reader.assignment()))
-        records: list[dict] = []
-        while any([await reader.position(tp) < end for tp, end in ends.items()]):
-            for batch in (await reader.getmany(timeout_ms=1000)).values():
-                records += [json.loads(r.value) for r in batch]
-        return records
-    finally:
-        await reader.stop()
+    return [json.loads(r.value) for r in await records_to_end(settings, topic)]
 
 
 async def lag(settings: KafkaSettings, group: str, topics: Sequence[str]) -> dict[str, int]:

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import pickle
 import sys
 
 from pipeline.forward import errors
 from pipeline.forward.destinations import Destination
 from pipeline.forward.errors import RetryableError
-from pipeline.forward.frames import FRAME_LENGTH, frame
+from pipeline.forward.frames import frame, read_frame_from
 from pipeline.forward.items import Item
 
 _ERRORS: dict[str, type[errors.DeliveryError]] = {
@@ -74,7 +73,7 @@ class _SenderProcess:
             blob = item.decision.blob or ""
             process.stdin.write(frame((blob, item.data, item.next_blob)))
             await process.stdin.drain()
-            answer = await _read_frame(process)
+            answer = await read_frame_from(process.stdout)
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
             self._kill()
             raise RetryableError("sender_process_ended", f"the sender process ended ({type(exc).__name__})") from None
@@ -103,10 +102,10 @@ class _SenderProcess:
             sys.executable, "-m", "pipeline.forward.dicom_worker",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
-        assert process.stdin is not None
+        assert process.stdin is not None and process.stdout is not None
         process.stdin.write(frame(self._destination))
         try:
-            await _read_frame(process)  # ("ready",): imported, and the blob store opened
+            await read_frame_from(process.stdout)  # ("ready",): imported, and the blob store opened
         except BaseException:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
@@ -141,8 +140,3 @@ class _SenderProcess:
                 process.kill()
             await process.wait()
 
-
-async def _read_frame(process: asyncio.subprocess.Process) -> tuple:
-    assert process.stdout is not None
-    (length,) = FRAME_LENGTH.unpack(await process.stdout.readexactly(FRAME_LENGTH.size))
-    return pickle.loads(await process.stdout.readexactly(length))  # from our own child process

@@ -3,6 +3,7 @@ a 4-byte big-endian length, then a pickle. Both ends are medroute's own processe
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pickle
 import struct
@@ -34,3 +35,9 @@ def _read_exactly(descriptor: int, size: int) -> bytes | None:
         chunks.append(chunk)
         missing -= len(chunk)
     return b"".join(chunks)
+
+
+async def read_frame_from(stream: asyncio.StreamReader) -> Any:
+    """The next frame's value from a child process's output; IncompleteReadError when the child ended."""
+    (length,) = FRAME_LENGTH.unpack(await stream.readexactly(FRAME_LENGTH.size))
+    return pickle.loads(await stream.readexactly(length))  # from our own child process

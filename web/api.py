@@ -357,7 +357,7 @@ async def destination_rows(svc: Services) -> list[dict[str, Any]]:
     return [status_row(name, snapshots[name], pending.get(name)) for name in sorted(snapshots)]
 
 
-RedriveReason = Literal["refused", "attempts_exhausted"]
+RedriveReason = Literal["refused", "attempts_exhausted"]  # tools.operations.redrive.REASONS, for the schema
 
 
 class RedriveRequest(BaseModel):

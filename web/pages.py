@@ -23,6 +23,7 @@ from fastapi.templating import Jinja2Templates
 from medroute.config import home_dir
 from medroute.logs import hash_id
 from medroute.records import AuditEvent
+from tools.operations.redrive import REASONS
 from web import metrics
 from web.api import (
     answer_item,
@@ -216,7 +217,7 @@ async def redrive_form(
 ) -> Response:
     account = page_account(request, svc, Role.admin)
     check_form(request, svc, csrf_token)
-    if reason not in ("", "refused", "attempts_exhausted"):
+    if reason not in ("", *REASONS):
         raise ClassifyError(422, f"no such reason: {reason!r}")
     result = await redrive_letters(svc, name, reason or None, account)
     return RedirectResponse(f"/destinations/{quote(name)}?sent={result['sent']}", status_code=303)

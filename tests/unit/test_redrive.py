@@ -42,3 +42,12 @@ def test_a_redriven_decision_reads_back_with_its_redrive_id() -> None:
     [redrive] = chosen([letter(2, 11, "m9")], "ehr")
     stored = RoutingDecision.from_json(redrive.decision.to_json())
     assert stored.redrive_id == "2-11" and stored.delivery_id == "m9~2-11"
+
+
+def test_the_web_api_takes_the_reasons_the_command_takes() -> None:
+    from typing import get_args
+
+    from tools.operations.redrive import REASONS
+    from web.api import RedriveReason
+
+    assert get_args(RedriveReason) == REASONS

@@ -33,6 +33,7 @@ from medroute.records import AuditEvent, ForwardDeadLetter, RoutingDecision
 from pipeline.forward.ledger import DELIVERED
 
 ACTOR = "redrive"
+REASONS = ("refused", "attempts_exhausted")  # a forward dead letter's reasons (pipeline.forward.forwarder)
 EXIT_USAGE = 2
 
 
@@ -119,7 +120,7 @@ def _since_ms(text: str | None) -> int | None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="medroute redrive", description=__doc__.split("\n\n")[0])
     parser.add_argument("--destination", required=True, help="the destination whose dead letters are sent again")
-    parser.add_argument("--reason", choices=["refused", "attempts_exhausted"], help="only the letters of this reason")
+    parser.add_argument("--reason", choices=REASONS, help="only the letters of this reason")
     parser.add_argument("--since", help="only letters written from this ISO-8601 time (with its zone)")
     parser.add_argument("--by", default="operator", help="who sends them again (audit)")
     parser.add_argument("--dry-run", action="store_true", help="list what would be sent; send nothing")
